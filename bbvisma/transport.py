@@ -417,6 +417,7 @@ class Transport:
         auth: httpx.Auth | tuple[str, str] | None = None,
         idempotent: bool | None = None,
         log_body: Any = None,
+        files: Any = None,
     ) -> httpx.Response:
         """Send one request with pacing, classification and retry.
 
@@ -424,6 +425,7 @@ class Transport:
         non-idempotent request is retried only when it cannot have been processed (connection
         refused, 429); a lost answer raises :class:`OutcomeUnknown` instead.
         ``log_body`` replaces the request body in the exchange log (e.g. a file upload).
+        ``files`` is passed to httpx as a multipart upload (Visma.net attachments).
         """
         method = method.upper()
         if idempotent is None:
@@ -456,12 +458,14 @@ class Transport:
             with attempt_ctx:
                 attempt += 1
                 return self._once(
-                    method, path, json_body, form, params, headers, auth, attempt, log_body
+                    method, path, json_body, form, params, headers, auth, attempt, log_body, files
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- internals ----------------------------------------------------------------------------
-    def _once(self, method, path, json_body, form, params, headers, auth, attempt, log_body):
+    def _once(
+        self, method, path, json_body, form, params, headers, auth, attempt, log_body, files=None
+    ):
         if self.limiter is not None:
             self.limiter.acquire()
         if self.pacer is not None:
@@ -487,6 +491,7 @@ class Transport:
                 self.url(path),
                 json=json_body,
                 data=form,
+                files=files,
                 params=params,
                 headers=headers,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
