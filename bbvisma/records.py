@@ -181,6 +181,7 @@ class Document(Record):
     despatch_advice_ref: str | None = None  # BT-16
     contract_ref: str | None = None
     project_ref: str | None = None
+    payment_reference: str | None = None  # BT-83 remittance information
     preceding_invoices: list[PrecedingInvoice] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     seller: Party
