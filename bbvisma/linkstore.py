@@ -1,0 +1,301 @@
+"""Links between source and target records: idempotency and delta sync.
+
+A *link* says "source record ``source_key`` of entity ``entity`` is target record
+``target_key``, last sent with payload hash ``content_hash``". With it the engine decides,
+without a single call to the target:
+
+* no link (or a link without target key) -> **create**;
+* a link whose hash differs from the new payload's -> **update**;
+* a link with the same hash -> **skip** (the record costs nothing).
+
+The link of a created record is stored the moment the create returns, so a crash later in the
+run cannot make the next run create it twice. The Odoo layer implements :class:`LinkStore` on
+its link table; :class:`MemoryLinkStore` serves tests and benchmarks.
+
+The same module holds the :class:`DocumentCache` interface: a receipt's e-invoice is fetched
+and parsed once per change of the receipt (``modified``) and shared by every flow.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import hashlib
+import json
+import math
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "Action",
+    "DocumentCache",
+    "Link",
+    "LinkStore",
+    "MemoryDocumentCache",
+    "MemoryLinkStore",
+    "content_hash",
+    "decide",
+]
+
+
+class Action(str, Enum):
+    """What happened to (or, in a dry run, would happen to) one source record.
+
+    Defined here because :func:`decide` returns it; :mod:`bbvisma.engine` re-exports it.
+    """
+
+    CREATE = "create"
+    UPDATE = "update"
+    SKIP = "skip"
+    #: a data problem: the record waits, with its cause, for a human (then a replay)
+    PARK = "park"
+    #: a transient or unexpected failure: the record is read and tried again next run
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Link:
+    entity: str
+    source_key: str
+    target_key: str | None
+    content_hash: str | None
+    synced_at: dt.datetime | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Hash and decision
+# --------------------------------------------------------------------------------------------
+def _number(value: Decimal) -> str:
+    if not value.is_finite():
+        raise ValueError(f"cannot hash the non-finite number {value}")
+    text = format(value.normalize(), "f")
+    return "0" if text in ("0", "-0") else text
+
+
+def _canonical(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(json.dumps(value, ensure_ascii=False))
+    elif isinstance(value, int):
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot hash the non-finite number {value}")
+        out.append(_number(Decimal(repr(value))))
+    elif isinstance(value, Decimal):
+        out.append(_number(value))
+    elif isinstance(value, (dt.date, dt.datetime, dt.time)):
+        out.append(json.dumps(value.isoformat()))
+    elif isinstance(value, dict):
+        out.append("{")
+        items = sorted((str(k), v) for k, v in value.items())
+        for index, (key, item) in enumerate(items):
+            if index:
+                out.append(",")
+            out.append(json.dumps(key, ensure_ascii=False))
+            out.append(":")
+            _canonical(item, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _canonical(item, out)
+        out.append("]")
+    elif hasattr(value, "model_dump"):  # pydantic records
+        _canonical(value.model_dump(mode="json"), out)
+    else:
+        raise TypeError(f"cannot hash a {type(value).__name__}")
+
+
+def canonical_json(payload: Any) -> str:
+    """Compact JSON with sorted keys where equal payloads give equal text.
+
+    Numbers are written in plain normalized decimal form whatever their Python type, so
+    ``19.9``, ``Decimal("19.90")`` and ``Decimal("1.99E+1")`` are the same number (and ``5``,
+    ``5.0``, ``Decimal("5.00")`` too); a number and a string stay different (``19.9`` is not
+    ``"19.9"``), because the target sees a different payload. Dates and datetimes are their ISO
+    strings, as they travel on the wire. Tuples are lists. Other types raise ``TypeError``
+    rather than being hashed by an unstable ``repr``.
+    """
+    out: list[str] = []
+    _canonical(payload, out)
+    return "".join(out)
+
+
+def content_hash(payload: Any) -> str:
+    """SHA-256 (hex) of :func:`canonical_json`: stable across key order and number forms."""
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def decide(link: Link | None, new_hash: str) -> Action:
+    """Create when there is no link (or it has no target key yet), update when the hash
+    changed, skip when it did not. A link stored with ``content_hash=None`` (a record flagged
+    after its write) is therefore updated the next time it is read."""
+    if link is None or not link.target_key:
+        return Action.CREATE
+    if link.content_hash != new_hash:
+        return Action.UPDATE
+    return Action.SKIP
+
+
+# --------------------------------------------------------------------------------------------
+# Link store
+# --------------------------------------------------------------------------------------------
+class LinkStore(abc.ABC):
+    """Where links live. Implementations must store :meth:`put` at once (the Odoo layer: its
+    own cursor, committed), because the engine relies on a created record's link surviving a
+    failure later in the same run."""
+
+    @abc.abstractmethod
+    def get(self, entity: str, source_key: str) -> Link | None:
+        """The link of one source record, or ``None``."""
+
+    @abc.abstractmethod
+    def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
+        """The links of a batch, ``{source_key: link}`` for those that exist, in ONE query."""
+
+    @abc.abstractmethod
+    def put(
+        self,
+        entity: str,
+        source_key: str,
+        target_key: str | None,
+        content_hash: str | None,
+        meta: dict[str, Any] | None = None,
+    ) -> Link:
+        """Create or update the link and stamp ``synced_at``. ``meta=None`` keeps the meta of
+        an existing link (``{}`` for a new one); a dict replaces it."""
+
+    @abc.abstractmethod
+    def find_by_target(self, entity: str, target_key: str) -> Link | None:
+        """The link pointing at ``target_key`` (reverse lookup, e.g. for webhooks)."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class MemoryLinkStore(LinkStore):
+    """Dict-backed, thread-safe. ``calls`` counts calls per method, so tests and the bench can
+    prove "one query per batch". Links handed out are copies: changing one does not change the
+    store, as with a database."""
+
+    def __init__(self, *, clock: Callable[[], dt.datetime] = _utcnow):
+        self._links: dict[tuple[str, str], Link] = {}
+        self._by_target: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.calls: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def get(self, entity: str, source_key: str) -> Link | None:
+        with self._lock:
+            self.calls["get"] += 1
+            link = self._links.get((entity, source_key))
+            return replace(link, meta=dict(link.meta)) if link else None
+
+    def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
+        with self._lock:
+            self.calls["get_many"] += 1
+            found = {}
+            for key in source_keys:
+                link = self._links.get((entity, key))
+                if link is not None:
+                    found[key] = replace(link, meta=dict(link.meta))
+            return found
+
+    def put(
+        self,
+        entity: str,
+        source_key: str,
+        target_key: str | None,
+        content_hash: str | None,
+        meta: dict[str, Any] | None = None,
+    ) -> Link:
+        with self._lock:
+            self.calls["put"] += 1
+            old = self._links.get((entity, source_key))
+            if old is not None and old.target_key:
+                self._by_target.pop((entity, old.target_key), None)
+            if meta is None:
+                meta = dict(old.meta) if old else {}
+            link = Link(entity, source_key, target_key, content_hash, self._clock(), dict(meta))
+            self._links[(entity, source_key)] = link
+            if target_key:
+                self._by_target[(entity, target_key)] = source_key
+            return replace(link, meta=dict(link.meta))
+
+    def find_by_target(self, entity: str, target_key: str) -> Link | None:
+        with self._lock:
+            self.calls["find_by_target"] += 1
+            source_key = self._by_target.get((entity, target_key))
+            link = self._links.get((entity, source_key)) if source_key is not None else None
+            return replace(link, meta=dict(link.meta)) if link else None
+
+
+# --------------------------------------------------------------------------------------------
+# Document cache
+# --------------------------------------------------------------------------------------------
+class DocumentCache(abc.ABC):
+    """Parsed e-invoices by receipt. ``modified`` is the receipt's last-modified stamp: an
+    entry is valid only for the exact stamp it was stored with, so a changed receipt is
+    fetched and parsed again, and an unchanged one never is -- whichever flow asks first."""
+
+    @abc.abstractmethod
+    def get(self, receipt_key: str, modified: str) -> dict | None:
+        """The document stored for this receipt at this ``modified`` stamp, or ``None``."""
+
+    @abc.abstractmethod
+    def put(self, receipt_key: str, modified: str, document: dict) -> None:
+        """Store (replace) the document of a receipt."""
+
+
+class MemoryDocumentCache(DocumentCache):
+    """Thread-safe dict, one entry per receipt (the newest stamp wins). ``max_entries`` bounds
+    memory (least recently used entries go first); ``hits``/``misses`` let tests count."""
+
+    def __init__(self, max_entries: int | None = None):
+        self._entries: OrderedDict[str, tuple[str, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, receipt_key: str, modified: str) -> dict | None:
+        with self._lock:
+            entry = self._entries.get(receipt_key)
+            if entry is None or entry[0] != modified:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(receipt_key)
+            self.hits += 1
+            return entry[1]
+
+    def put(self, receipt_key: str, modified: str, document: dict) -> None:
+        with self._lock:
+            self._entries[receipt_key] = (modified, document)
+            self._entries.move_to_end(receipt_key)
+            if self.max_entries is not None:
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
