@@ -458,14 +458,19 @@ class Transport:
             with attempt_ctx:
                 attempt += 1
                 return self._once(
-                    method, path, json_body, form, params, headers, auth, attempt, log_body, files
+                    method, path, json_body, form, params, headers, auth, attempt, log_body, files,
+                    idempotent=idempotent,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- internals ----------------------------------------------------------------------------
     def _once(
-        self, method, path, json_body, form, params, headers, auth, attempt, log_body, files=None
+        self, method, path, json_body, form, params, headers, auth, attempt, log_body, files=None,
+        idempotent=None,
     ):
+        # a lost answer to an idempotent request (GET, or a POST read such as BuchhaltungsButler's)
+        # is a plain timeout / broken connection, not an unknown write outcome
+        is_read = idempotent if idempotent is not None else method in ("GET", "HEAD")
         if self.limiter is not None:
             self.limiter.acquire()
         if self.pacer is not None:
@@ -504,7 +509,7 @@ class Transport:
             raise error from None
         except httpx.TimeoutException as exc:
             sent = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-            if sent and method not in ("GET", "HEAD"):
+            if sent and not is_read:
                 error = OutcomeUnknown(
                     self._say(
                         f"{method} {path}: no answer within the timeout; the write may have been "
@@ -520,7 +525,7 @@ class Transport:
             self._emit(exchange, started, error=error)
             raise error from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            if method in ("GET", "HEAD"):
+            if is_read:
                 error = ProtocolError(
                     self._say(f"{method} {path}: connection broken ({exc})"), system=self.system
                 )
