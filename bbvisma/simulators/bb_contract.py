@@ -265,9 +265,7 @@ class BBContract:
             jsonschema.Draft4Validator(schema).validate(body)
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-            raise ContractError(
-                f"{request_path} {status}: {where}: {exc.message}"
-            ) from None
+            raise ContractError(f"{request_path} {status}: {where}: {exc.message}") from None
 
 
 def _strip_descriptions(schema: Any) -> Any:

@@ -645,13 +645,9 @@ class BBSimulator(SimulatorBase):
     def _add_debtor(self, company: Company, body: dict, _request: SimRequest) -> SimResponse:
         record = self._new_debtor(company, "/settings/add/debtor", body)
         number = record["postingaccount_number"]
-        return json_response(
-            200, {"success": True, "postingaccount_number": number, "message": ""}
-        )
+        return json_response(200, {"success": True, "postingaccount_number": number, "message": ""})
 
-    def _add_debtors_batch(
-        self, company: Company, body: dict, _request: SimRequest
-    ) -> SimResponse:
+    def _add_debtors_batch(self, company: Company, body: dict, _request: SimRequest) -> SimResponse:
         spec_path = "/settings/add-batch/debtors"
         spec_path_single = "/settings/add/debtor"
         now = self.clock.now()
@@ -772,9 +768,11 @@ class BBSimulator(SimulatorBase):
             status = body.get("payment_status")
             if status and (status == "paid") != bool(record.get("payment_date")):
                 continue
-            if "counterparty" in body and (values["counterparty"] or "").casefold() != body[
-                "counterparty"
-            ].strip().casefold():
+            if (
+                "counterparty" in body
+                and (values["counterparty"] or "").casefold()
+                != body["counterparty"].strip().casefold()
+            ):
                 continue
             if "date_from" in body and (values["date"] or "") < body["date_from"]:
                 continue
@@ -825,9 +823,7 @@ class BBSimulator(SimulatorBase):
         values["account"] = int(account) if account not in (None, "") else None
         return values
 
-    def _get_transactions(
-        self, company: Company, body: dict, _request: SimRequest
-    ) -> SimResponse:
+    def _get_transactions(self, company: Company, body: dict, _request: SimRequest) -> SimResponse:
         spec_path = "/transactions/get"
         for name in ("date_from", "date_to"):
             if name in body and not _valid_date(body[name]):
@@ -853,9 +849,10 @@ class BBSimulator(SimulatorBase):
                 continue
             if "account" in body and values.get("account") != body["account"]:
                 continue
-            if "to_from" in body and (values.get("to_from") or "").casefold() != body[
-                "to_from"
-            ].strip().casefold():
+            if (
+                "to_from" in body
+                and (values.get("to_from") or "").casefold() != body["to_from"].strip().casefold()
+            ):
                 continue
             if since is not None and not record["_modified"] > berlin_to_epoch(since):
                 continue
