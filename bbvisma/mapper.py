@@ -68,7 +68,7 @@ import string
 from collections.abc import Callable, Iterable
 from collections.abc import Mapping as AbcMapping
 from dataclasses import asdict, dataclass, field
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from .errors import BBVismaError, ConfigError, DataError
@@ -191,7 +191,7 @@ class StepContext:
     mode: str
     rule: Rule
     mapping: Mapping
-    collect: list[str] | None = None  # preview: child problems are collected, not raised
+    collect: list[BBVismaError] | None = None  # preview: problems are collected, not raised
 
 
 @dataclass(frozen=True)
@@ -360,10 +360,12 @@ class _FormatView:
         if not spec:
             return _text(value)
         try:
-            return format(value, spec)
+            with localcontext(rounding=ROUND_HALF_UP):  # money rounds half-up, as `number`
+                return format(value, spec)
         except (TypeError, ValueError):
             try:
-                return format(Decimal(str(value)), spec)
+                with localcontext(rounding=ROUND_HALF_UP):
+                    return format(Decimal(str(value)), spec)
             except (InvalidOperation, TypeError, ValueError):
                 raise MappingError(
                     f"cannot format {value!r} with {spec!r}", cause="format"
@@ -518,22 +520,32 @@ def _each(value, arg, ctx):
                 f"item {index} is a {type(element).__name__}, not a dict", cause="not_a_dict"
             )
         if ctx.collect is not None:
-            nested: list[str] = []
+            nested: list[BBVismaError] = []
             out.append(child._run(element, ctx.mode, ctx.value_maps, nested))
-            ctx.collect.extend(f"{rule.target}[{index}]: {problem}" for problem in nested)
+            ctx.collect.extend(
+                _in_line(exc, ctx.mapping.name, rule, index)
+                if isinstance(exc, MappingError)
+                else exc
+                for exc in nested
+            )
             continue
         try:
             out.append(child._run(element, ctx.mode, ctx.value_maps, None))
         except MappingError as exc:
-            source = f"{rule.source}[{index}].{exc.source_path}" if exc.source_path else None
-            raise MappingError(
-                exc.detail,
-                cause=exc.cause,
-                mapping=exc.mapping,
-                target=f"{rule.target}[{index}].{exc.target}",
-                source_path=source,
-            ) from None
+            raise _in_line(exc, exc.mapping, rule, index) from None
     return out
+
+
+def _in_line(exc: MappingError, mapping: str | None, rule: Rule, index: int) -> MappingError:
+    """Qualify a child mapping's error with the line: ``lines[2].inventoryNumber``."""
+    source = f"{rule.source}[{index}].{exc.source_path}" if exc.source_path else None
+    return MappingError(
+        exc.detail,
+        cause=exc.cause,
+        mapping=mapping,
+        target=f"{rule.target}[{index}].{exc.target}",
+        source_path=source,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -737,11 +749,16 @@ class Mapping:
         if not isinstance(source, AbcMapping):
             problems.append(f"the source is a {type(source).__name__}, not a dict")
             source = {}
+        collected: list[BBVismaError] = []
         try:
-            return _jsonable(self._run(source, mode, value_maps or {}, problems)), problems
+            payload = _jsonable(self._run(source, mode, value_maps or {}, collected))
         except Exception as exc:  # preview reports problems, it must never raise
+            payload = {}
+            problems.extend(error.message for error in collected)
             problems.append(f"{type(exc).__name__}: {exc}")
-            return {}, problems
+            return payload, problems
+        problems.extend(error.message for error in collected)
+        return payload, problems
 
     def comparable(self, payload: dict[str, Any]) -> dict[str, Any]:
         """``payload`` without the fields of create-only and update-only rules (also inside
@@ -764,7 +781,7 @@ class Mapping:
                     if isinstance(item, dict):
                         c.child._trim(item)
 
-    def _run(self, source, mode, value_maps, collect: list[str] | None) -> dict[str, Any]:
+    def _run(self, source, mode, value_maps, collect: list[BBVismaError] | None) -> dict:
         """Apply the rules of ``mode``; with ``collect`` (preview) problems are appended to it
         and the rule is left out, else the first problem raises."""
         out: dict[str, Any] = {}
@@ -777,7 +794,7 @@ class Mapping:
                 located = self._locate(c, exc)
                 if collect is None:
                     raise located from None
-                collect.append(located.message)
+                collect.append(located)
                 continue
             if value is not None:
                 _put(out, c.target, value)
