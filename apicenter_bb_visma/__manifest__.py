@@ -1,0 +1,33 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
+{
+    "name": "APIcenter: BuchhaltungsButler to Visma.net",
+    "summary": "Sync customers, orders, products, stock, prices and shipments "
+    "from BuchhaltungsButler to Visma.net ERP",
+    "version": "19.0.1.0.0",
+    "category": "Accounting/Accounting",
+    "author": "APIcenter",
+    "license": "LGPL-3",
+    "depends": ["base", "mail", "queue_job"],
+    # PyPI distribution names: Odoo 19 checks them with importlib.metadata
+    "external_dependencies": {
+        "python": ["bbvisma", "httpx", "pydantic", "tenacity", "factur-x", "lxml"],
+    },
+    "data": [
+        "security/apicenter_security.xml",
+        "security/ir.model.access.csv",
+        "data/ir_cron_data.xml",
+        "views/apicenter_integration_views.xml",
+        "views/apicenter_flow_views.xml",
+        "views/apicenter_run_views.xml",
+        "views/apicenter_log_views.xml",
+        "views/apicenter_link_views.xml",
+        "views/apicenter_mapping_views.xml",
+        "views/apicenter_value_map_views.xml",
+        "views/apicenter_menus.xml",
+    ],
+    "demo": [
+        "demo/apicenter_demo.xml",
+    ],
+    "installable": True,
+    "application": True,
+}

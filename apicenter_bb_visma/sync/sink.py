@@ -1,0 +1,218 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
+"""OdooRunSink: the engine's RunSink over apicenter.run and apicenter.log.
+
+Why a separate cursor: a run can fail half-way and its transaction (links, watermark, anything
+the flow wrote in Odoo) is then rolled back -- but the log of what happened, and the run's
+summary, must stay, or the failure leaves no trace. So the run row, its log lines and its
+chatter summary are written through a cursor of their own, committed after every batch, the
+way ``delivery.carrier.log_xml`` does it. The main transaction is committed once per batch
+(links and watermark move together) -- except in tests, where only the test may end it.
+
+Lock discipline (two cursors, one thread, so a lock wait would never end): the main
+transaction never writes the run or log rows; the log cursor never writes flow, integration
+or link rows (it only references them, which takes a KEY SHARE lock that an ordinary update
+does not conflict with).
+"""
+
+import json
+import time
+
+from odoo import fields, modules
+
+ACTION_COUNTERS = {
+    "create": "created_count",
+    "update": "updated_count",
+    "skip": "skipped_count",
+    "park": "parked_count",
+    "error": "failed_count",
+}
+
+
+def _value(action):
+    """An engine ``Action`` (an Enum) or its plain string value."""
+    return getattr(action, "value", action)
+
+
+class OdooRunSink:
+    """Collects the engine's record results of one run into Odoo.
+
+    Use :meth:`open` to start a run, hand the sink to the engine, then :meth:`close` exactly
+    once (it returns the run record in the caller's environment).
+    """
+
+    #: log lines are inserted in groups of this size (one INSERT per group)
+    FLUSH_EVERY = 200
+
+    def __init__(self, flow, run_id, log_cr, dry_run=False):
+        self.flow = flow
+        self.run_id = run_id
+        self.dry_run = dry_run
+        self._cr = log_cr
+        self._env = flow.env(cr=log_cr, su=True)
+        self._redactor = flow.integration_id._redactor()
+        self._pending = []
+        self._started = time.monotonic()
+        self.counts = dict.fromkeys(ACTION_COUNTERS.values(), 0)
+        self.closed = False
+
+    @classmethod
+    def open(cls, flow, dry_run=False, cursor_factory=None):
+        """Create the run (state ``running``) through a new cursor and commit it at once.
+
+        ``cursor_factory`` returns the separate cursor; by default the registry's (a real
+        new connection in production, a test cursor when a test put the registry in test mode).
+        """
+        flow.ensure_one()
+        log_cr = (cursor_factory or flow.env.registry.cursor)()
+        try:
+            env = flow.env(cr=log_cr, su=True)
+            run = env["apicenter.run"].with_context(mail_create_nolog=True).create(
+                {
+                    "flow_id": flow.id,
+                    "integration_id": flow.integration_id.id,
+                    "date_start": fields.Datetime.now(),
+                    "state": "running",
+                    "dry_run": dry_run,
+                }
+            )
+            log_cr.commit()
+        except Exception:
+            log_cr.close()
+            raise
+        return cls(flow, run.id, log_cr, dry_run=dry_run)
+
+    # -- the engine's RunSink protocol ----------------------------------------------------------
+    def record(self, result):
+        """One record's outcome: count it and queue its log line."""
+        action = _value(result.action)
+        self.counts[ACTION_COUNTERS[action]] += 1
+        self._pending.append(self._log_vals(result, action))
+        if len(self._pending) >= self.FLUSH_EVERY:
+            self._flush()
+
+    def batch_done(self, watermark, results=()):
+        """A batch is complete: persist its logs and counts, then its watermark and links."""
+        self._flush()
+        self._save_run({})
+        if self.dry_run:
+            return
+        if watermark is not None:
+            self.flow.watermark = str(watermark)
+        if self._may_commit():
+            self.flow.env.cr.commit()  # pylint: disable=invalid-commit
+
+    # -- closing ------------------------------------------------------------------------------
+    def close(self, state=None, message=None, cause_key=None):
+        """End the run: final state and counts, summary in the chatter; returns the run.
+
+        ``state`` forces the outcome (``"failed"`` when the run was aborted); otherwise it
+        follows from the counts: ``done``, ``partial`` (some records parked or failed) or
+        ``failed`` (every record failed).
+        """
+        if self.closed:
+            raise RuntimeError("run sink closed twice")
+        self.closed = True
+        try:
+            self._flush()
+            state = state or self._state_from_counts()
+            vals = {
+                "state": state,
+                "date_end": fields.Datetime.now(),
+                "duration": time.monotonic() - self._started,
+                "message": self._redactor.redact_text(str(message)) if message else False,
+                "cause_key": cause_key or False,
+            }
+            run = self._save_run(vals)
+            self._post_summary(run)
+            self._cr.commit()
+        finally:
+            self._cr.close()
+        return self.flow.env["apicenter.run"].browse(self.run_id)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _state_from_counts(self):
+        counts = self.counts
+        if counts["failed_count"] and not any(
+            counts[key] for key in ("created_count", "updated_count", "skipped_count",
+                                    "parked_count")
+        ):
+            return "failed"
+        if counts["failed_count"] or counts["parked_count"]:
+            return "partial"
+        return "done"
+
+    def _save_run(self, vals):
+        run = self._env["apicenter.run"].browse(self.run_id)
+        run.write(dict(self.counts, **vals))
+        self._cr.commit()
+        return run
+
+    def _post_summary(self, run):
+        summary = run._summary_text()
+        run.message_post(body=summary, subtype_xmlid="mail.mt_note")
+        flow = self._env["apicenter.flow"].browse(self.flow.id)
+        recipients = flow.integration_id.notify_partner_ids
+        if run.state in ("failed", "partial") and recipients:
+            flow.message_post(
+                body=summary, partner_ids=recipients.ids, subtype_xmlid="mail.mt_comment"
+            )
+        else:
+            flow.message_post(body=summary, subtype_xmlid="mail.mt_note")
+
+    def _flush(self):
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self._env["apicenter.log"].create(pending)
+        self._cr.commit()
+
+    def _log_vals(self, result, action):
+        redact = self._payload
+        return {
+            "run_id": self.run_id,
+            "flow_id": self.flow.id,
+            "integration_id": self.flow.integration_id.id,
+            "entity": getattr(result, "entity", None) or "record",
+            "source_key": _text(getattr(result, "source_key", None)),
+            "target_key": _text(getattr(result, "target_key", None)),
+            "action": action,
+            "cause_key": _text(getattr(result, "cause_key", None)),
+            "message": self._redactor.redact_text(_text(getattr(result, "message", None)) or "")
+            or False,
+            "source_payload": redact(getattr(result, "source", None)),
+            "request_payload": redact(getattr(result, "payload", None)),
+            "response_payload": redact(getattr(result, "response", None)),
+            "exchanges": redact(
+                [_as_dict(exchange) for exchange in getattr(result, "exchanges", None) or ()]
+            ),
+            "duration_ms": int(getattr(result, "duration_ms", None) or 0),
+            "dry_run": bool(getattr(result, "dry_run", self.dry_run)),
+        }
+
+    def _payload(self, value):
+        """Redacted JSON text; the core redacts already, this is defence in depth."""
+        if value is None or value == "" or value == []:
+            return False
+        if isinstance(value, str):
+            return self._redactor.redact_text(value)
+        value = _as_dict(value)
+        return json.dumps(self._redactor.redact(value), default=str, ensure_ascii=False, indent=1)
+
+    def _may_commit(self):
+        """Commit the main transaction per batch, but never inside a test."""
+        return not modules.module.current_test and not self.flow.env.context.get(
+            "apicenter_no_commit"
+        )
+
+
+def _text(value):
+    return False if value is None or value == "" else str(value)
+
+
+def _as_dict(value):
+    """Pydantic models, dataclasses with ``as_dict`` and plain values, as JSON-able data."""
+    for method in ("as_dict", "model_dump"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    return value
+
