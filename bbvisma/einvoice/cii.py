@@ -193,7 +193,7 @@ def parse_cii(root, source: str | None = None) -> Document:
     """Read a ``rsm:CrossIndustryInvoice`` element into a Document (totals not yet checked)."""
     doc_el = required(_DOC.first(root), "rsm:ExchangedDocument", source)
     tx = required(_TX.first(root), "rsm:SupplyChainTradeTransaction", source)
-    agreement = _AGREEMENT.first(tx)
+    agreement = required(_AGREEMENT.first(tx), "ram:ApplicableHeaderTradeAgreement", source)
     delivery = _DELIVERY.first(tx)
     settlement = required(_SETTLEMENT.first(tx), "ram:ApplicableHeaderTradeSettlement", source)
 
@@ -206,9 +206,8 @@ def parse_cii(root, source: str | None = None) -> Document:
     issue_date = required(
         cii_date(_DOC_DATE.first(doc_el), "issue date (BT-2)", source), "issue date (BT-2)", source
     )
-    parties = agreement if agreement is not None else tx
-    seller_el = required(_SELLER.first(parties), "seller (BG-4)", source)
-    buyer_el = required(_BUYER.first(parties), "buyer (BG-7)", source)
+    seller_el = required(_SELLER.first(agreement), "seller (BG-4)", source)
+    buyer_el = required(_BUYER.first(agreement), "buyer (BG-7)", source)
     ship_to_el = _SHIP_TO.first(delivery) if delivery is not None else None
 
     terms_els = _PAYMENT_TERMS.all(settlement)
@@ -222,14 +221,14 @@ def parse_cii(root, source: str | None = None) -> Document:
         issue_date=issue_date,
         currency=currency,
         tax_currency=_TAX_CURRENCY.text(settlement),
-        buyer_reference=_opt(agreement, _BUYER_REF),
-        order_ref=_opt(agreement, _ORDER_REF),
-        sales_order_ref=_opt(agreement, _SALES_ORDER_REF),
+        buyer_reference=_BUYER_REF.text(agreement),
+        order_ref=_ORDER_REF.text(agreement),
+        sales_order_ref=_SALES_ORDER_REF.text(agreement),
         # BT-16; ZUGFeRD EXTENDED's delivery note (Lieferschein) stands in when no despatch
         # advice is given, because it is the reference a customer quotes for the delivery.
         despatch_advice_ref=_opt(delivery, _DESPATCH_REF) or _opt(delivery, _DELIVERY_NOTE_REF),
-        contract_ref=_opt(agreement, _CONTRACT_REF),
-        project_ref=_opt(agreement, _PROJECT_REF),
+        contract_ref=_CONTRACT_REF.text(agreement),
+        project_ref=_PROJECT_REF.text(agreement),
         payment_reference=_PAYMENT_REF.text(settlement),
         preceding_invoices=[
             PrecedingInvoice(
