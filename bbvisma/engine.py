@@ -30,6 +30,9 @@ right the same way:
 * **watermark** -- the ``modified`` value up to which every record was synced, skipped or
   parked, so the next run reads from there (flows read with ``>=``; records that did not
   change cost nothing thanks to the hash). See :class:`_WatermarkTracker`.
+* **mapping changes** -- a changed mapping or value map changes payloads and hashes, so
+  records are updated as they are read again; use :meth:`Flow.replay` (or a run from an
+  older watermark) to re-send records that did not change in the source.
 * **dry run** -- build and decide only: payloads are recorded with the action they would get,
   nothing is written, no link and no watermark moves.
 
@@ -103,7 +106,8 @@ class RecordResult:
     target_key: str | None = None
     message: str = ""
     cause_key: str | None = None
-    #: what came from the source, as the flow's canonical dict
+    #: what came from the source: the flow's canonical dict, or the item's raw data when
+    #: ``build`` failed before returning it
     source: dict | None = None
     #: what was sent, or in a dry run would be sent
     payload: dict | None = None
@@ -305,10 +309,6 @@ class _WatermarkTracker:
 # --------------------------------------------------------------------------------------------
 # Flow
 # --------------------------------------------------------------------------------------------
-class _Abort(Exception):
-    """Internal: a fatal error stops the run after its record was reported."""
-
-
 class Flow(abc.ABC):
     """One kind of record synced from the source to the target. Subclass, set :attr:`entity`,
     implement the abstract steps; override the hooks only where a flow needs to.
@@ -333,6 +333,9 @@ class Flow(abc.ABC):
 
     ``create``/``update`` must raise on failure (never return a partial success); a create
     that returns no target key is treated as a protocol error.
+
+    A flow instance handles one run at a time (it holds the batch's prefetched links); parallel
+    workers (queue_job) each build their own instance with their own batch of keys.
     """
 
     #: the link store's entity name, e.g. ``"customer"``, ``"order"``, ``"product"``
@@ -440,6 +443,8 @@ class Flow(abc.ABC):
             self._process(item, result)
         except Exception as exc:
             self._fail(result, exc)
+            if result.source is None and isinstance(item.data, dict):
+                result.source = item.data  # build failed: log what the source gave
         finally:
             result.duration_ms = (time.perf_counter() - started) * 1000.0
             if recorder is not None:
@@ -463,9 +468,7 @@ class Flow(abc.ABC):
             target_key, response = self.create(item, payload)
             result.response = response
             if not target_key:
-                raise ProtocolError(
-                    f"create of {self.entity} {item.key!r} returned no target key"
-                )
+                raise ProtocolError(f"create of {self.entity} {item.key!r} returned no target key")
             result.target_key = target_key
         else:
             assert link is not None
