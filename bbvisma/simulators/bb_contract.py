@@ -231,6 +231,18 @@ class BBContract:
             return copy.deepcopy(QUOTA_SCHEMA)
         responses = self.paths[spec_path]["responses"]
         key = f"{status} ({code})" if code is not None else str(status)
+        extra = {c: m for _f, (_s, c, m) in EXTRA_BODY_PARAMS.get(spec_path, {}).items()}
+        if key not in responses and status == 400 and code in extra:
+            return {
+                "type": "object",
+                "properties": {
+                    "success": {"type": "boolean", "enum": [False]},
+                    "error_code": {"type": "integer", "enum": [code]},
+                    "message": {"type": "string", "enum": [extra[code]]},
+                },
+                "required": ["success", "error_code", "message"],
+                "additionalProperties": False,
+            }
         if key not in responses:
             raise ContractError(
                 f"{spec_path} documents no {key} response (documented: {', '.join(responses)})"
@@ -242,10 +254,10 @@ class BBContract:
                 top[name] = _loosen(prop, strict=strict, nullable=False)
             elif name == "message" and status == 200:
                 prop.pop("enum", None)  # success messages are "" in practice, but not a rule
-        extra = EXTRA_LIST_FIELDS.get(spec_path)
+        extra_fields = EXTRA_LIST_FIELDS.get(spec_path)
         data = top.get("data")
-        if extra and data and isinstance(data.get("items"), dict):
-            for name, field_schema in extra.items():
+        if extra_fields and data and isinstance(data.get("items"), dict):
+            for name, field_schema in extra_fields.items():
                 data["items"].setdefault("properties", {})[name] = {
                     "type": [field_schema["type"], "null"]
                 }

@@ -419,7 +419,8 @@ class BBSimulator(SimulatorBase):
         return json_response(status, {"success": False, "error_code": 0, "message": message})
 
     def log_extra(self, request: SimRequest) -> dict[str, Any]:
-        return {}
+        """Each log entry carries its arrival time (simulator clock), to check pacing."""
+        return {"at": self.clock.now()}
 
     # ========================================================================================
     # Request handling
@@ -509,7 +510,7 @@ class BBSimulator(SimulatorBase):
         return None
 
     def _quota_response(self, retry_after: float) -> SimResponse:
-        seconds = max(1, math.ceil(retry_after))
+        seconds = max(1, math.ceil(retry_after))  # rounded up: waiting that long is enough
         return json_response(
             QUOTA_STATUS,
             {

@@ -454,7 +454,7 @@ class SimulatorBase:
         return None
 
     def log_extra(self, request: SimRequest) -> dict[str, Any]:
-        """Extra keys for the request log entry of ``request``."""
+        """Extra keys for the request log entry of ``request`` (computed on arrival)."""
         return {}
 
     # -- seed / reset -------------------------------------------------------------------------
@@ -477,17 +477,14 @@ class SimulatorBase:
             return self._control(request).send(start_response)
         rule = self.faults.match(request.method, request.path)
         fault = rule.kind if rule else None
+        extra = self.log_extra(request)  # taken on arrival
         try:
             response = self._serve_with_fault(rule, request)
         except (DroppedConnection, SimulatedTimeout) as exc:
             status = None if isinstance(exc, DroppedConnection) else 200
-            self.requests.add(
-                request.method, request.path, status, fault, **self.log_extra(request)
-            )
+            self.requests.add(request.method, request.path, status, fault, **extra)
             raise
-        self.requests.add(
-            request.method, request.path, response.status, fault, **self.log_extra(request)
-        )
+        self.requests.add(request.method, request.path, response.status, fault, **extra)
         return response.send(start_response)
 
     def _process(self, request: SimRequest) -> SimResponse:
@@ -668,14 +665,20 @@ class _WSGIRequestHandler(BaseHTTPRequestHandler):
             payload = b"simulator failure"
             captured = {"status": "500 Internal Server Error", "headers": []}
         code, _, reason = captured["status"].partition(" ")
-        self.send_response(int(code), reason or None)
-        for key, value in captured["headers"]:
-            if key.lower() != "content-length":
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        try:
+            self.send_response(int(code), reason or None)
+            for key, value in captured["headers"]:
+                if key.lower() != "content-length":
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            # the client gave up first (a "timeout" fault): expected, nothing to answer to
+            self.close_connection = True
+            _logger.debug("client left before the answer to %s %s", self.command, self.path)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _run
 

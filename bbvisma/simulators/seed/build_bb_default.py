@@ -295,7 +295,7 @@ def build() -> dict:
             "id_by_customer": str(index),
             "type": receipt_type,
             "date": doc["date"],
-            "counterparty": debtor["name"],
+            "counterparty": doc["buyer"]["name"],
             "invoicenumber": doc["invoicenumber"],
             "amount": _money(doc["amount"]),
             "currency": doc["currency"],
