@@ -2348,3 +2348,160 @@ def _period(date: str) -> str:
 def _as_datetime(value: str) -> str:
     text = str(value)
     return text if "T" in text else text[:10] + "T00:00:00"
+
+
+# --------------------------------------------------------------------------------------------
+# Contract guard (tests, benchmarks): check every answer against the spec
+# --------------------------------------------------------------------------------------------
+ERROR_KEYS = (
+    "ExceptionType",
+    "ExceptionMessage",
+    "ExceptionFaultCode",
+    "ExceptionMessageID",
+    "ExceptionDetails",
+)
+QUOTA_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+class ContractGuard:
+    """WSGI middleware around a :class:`VismaSimulator` that checks every exchange.
+
+    For each API answer: the operation exists in the spec with that status; a JSON body
+    validates against the spec's response schema; 201 has an empty body and ``Location``; 204
+    is empty; an error has exactly the Visma error shape; quota headers are present once the
+    caller is authenticated. For each request: every query parameter exists in the spec for the
+    operation (a client must not invent one). Violations are collected in :attr:`violations`;
+    :attr:`checked` counts the answers checked. Answers the contract cannot describe are skipped
+    on purpose, and only those: bodies made malformed by an injected fault and injected
+    ``status`` faults carrying a custom body.
+    """
+
+    def __init__(self, sim: VismaSimulator, spec: VismaSpec | None = None):
+        self.sim = sim
+        self.spec = spec or sim.spec
+        self.checked = 0
+        self.violations: list[str] = []
+        self.statuses: dict[tuple[str, str, int], int] = {}
+
+    def __getattr__(self, name: str) -> Any:  # faults, requests, clock, ... of the simulator
+        return getattr(self.sim, name)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        captured: dict[str, Any] = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"] = int(status.split(" ", 1)[0])
+            captured["headers"] = list(headers)
+            return start_response(status, headers, exc_info)
+
+        result = self.sim(environ, capture)  # DroppedConnection / timeouts propagate
+        body = b"".join(result)
+        request = SimRequest(
+            method=environ.get("REQUEST_METHOD", "GET").upper(),
+            path=environ.get("PATH_INFO") or "/",
+            query=parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+            headers={},
+            body=b"",
+            environ=environ,
+        )
+        self._check(request, captured["status"], captured["headers"], body)
+        return [body]
+
+    def _fail(self, where: str, problem: str) -> None:
+        self.violations.append(f"{where}: {problem}")
+
+    def _check(self, request: SimRequest, status: int, headers: list, body: bytes) -> None:
+        path = request.path
+        if path.startswith(SimulatorBase.SIM_PREFIX):
+            return
+        self.checked += 1
+        where = f"{request.method} {path} -> {status}"
+        last = self.sim.requests.entries[-1] if len(self.sim.requests) else {}
+        fault = last.get("fault") if last.get("path") == path else None
+        header = {k.lower(): v for k, v in headers}
+        if fault == "malformed" or (
+            fault == "status" and "json" not in header.get("content-type", "")
+        ):
+            return
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            self._fail(where, f"body is not JSON: {body[:80]!r}")
+            return
+        if path.rstrip("/").lower() == TOKEN_PATH:
+            self._check_token(where, status, payload)
+            return
+        route = next(
+            (r for r in ROUTES if r.method == request.method and r.regex.match(path)), None
+        )
+        if status >= 400:
+            self._check_error(where, payload)
+            authenticated = route is not None and status not in (401, 403) and fault is None
+            if authenticated and "x-ratelimit-limit" not in header:
+                self._fail(where, "no X-RateLimit-* headers on an authenticated answer")
+            return
+        if route is None:
+            self._fail(where, "a success for a path the simulator does not route")
+            return
+        key = (route.method, route.template, status)
+        self.statuses[key] = self.statuses.get(key, 0) + 1
+        for name in QUOTA_HEADERS:
+            if name.lower() not in header:
+                self._fail(where, f"header {name} missing")
+        self._check_query(where, route, request)
+        try:
+            schema = self.spec.response_schema(route.method, route.template, status)
+        except KeyError as exc:
+            self._fail(where, str(exc))
+            return
+        if status == 201:
+            if body:
+                self._fail(where, "201 Created must have an empty body")
+            if "location" not in header:
+                self._fail(where, "201 Created without Location")
+            return
+        if status == 204:
+            if body:
+                self._fail(where, "204 No Content with a body")
+            return
+        if payload is None:
+            if schema and schema.get("properties"):
+                self._fail(where, "empty body where the spec describes one")
+            return
+        for problem in self.spec.errors(schema, payload)[:5]:
+            self._fail(where, problem)
+
+    def _check_query(self, where: str, route: Route, request: SimRequest) -> None:
+        operation = self.spec.operation(route.method, route.template)
+        known = {
+            p["name"].lower()
+            for p in [
+                *self.spec.paths[route.template].get("parameters", []),
+                *operation.get("parameters", []),
+            ]
+            if p.get("in") == "query"
+        }
+        for name in request.query:
+            if name.lower().rstrip("[]") not in known:
+                self._fail(where, f"query parameter {name!r} is not in the spec")
+
+    def _check_error(self, where: str, payload: Any) -> None:
+        if not isinstance(payload, dict) or set(payload) != set(ERROR_KEYS):
+            self._fail(where, f"not the Visma error shape: {payload!r}"[:200])
+            return
+        for key in ERROR_KEYS:
+            if not isinstance(payload[key], str):
+                self._fail(where, f"{key} is not a string")
+
+    def _check_token(self, where: str, status: int, payload: Any) -> None:
+        if status == 200:
+            ok = (
+                isinstance(payload, dict)
+                and isinstance(payload.get("access_token"), str)
+                and isinstance(payload.get("expires_in"), int)
+                and payload.get("token_type") == "Bearer"
+            )
+            if not ok:
+                self._fail(where, "token answer lacks access_token/expires_in/token_type")
+        elif not (isinstance(payload, dict) and isinstance(payload.get("error"), str)):
+            self._fail(where, f"OAuth error without 'error': {payload!r}"[:200])

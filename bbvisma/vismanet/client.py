@@ -475,7 +475,12 @@ class VismaClient:
         files: Any = None,
         log_body: Any = None,
     ) -> httpx.Response:
-        """One API call with a valid token; a rejected token is replaced once."""
+        """One API call with a valid token; a rejected token is replaced once.
+
+        Pacing comes first: a wait for the next quota window can be long, and a token taken
+        before it could expire during it.
+        """
+        self.pacer.before()
         token = self._access_token()
         for attempt in (1, 2):
             try:
