@@ -149,6 +149,14 @@ def test_drop_after_commit_in_process_commits_then_raises_remote_protocol_error(
     assert counter.requests.entries[-1]["status"] is None
 
 
+def test_drop_loses_the_request_without_processing_it(counter):
+    client = sim_http_client(counter)
+    counter.faults.add("drop")
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.post("/count")
+    assert counter.total == 5
+
+
 def test_timeout_in_process_commits_and_raises_read_timeout_when_longer_than_client(counter):
     client = sim_http_client(counter, timeout=2.0)
     counter.faults.add("timeout", seconds=5)

@@ -235,7 +235,14 @@ class BBClient:
         try:
             answer = self._call("/settings/add/debtor", body, write=True)
         except (OutcomeUnknown, ProtocolError) as lost:
-            found = self._find_added_debtor(body)
+            try:
+                found = self._find_added_debtor(body)
+            except BBVismaError as check:
+                raise OutcomeUnknown(
+                    f"{lost.message} -- and re-checking the debtor list failed too "
+                    f"({check.message}); not resent",
+                    system=SYSTEM,
+                ) from None
             if found is not None:
                 _logger.info(
                     "bb: add_debtor answer lost, debtor %s found on re-check",

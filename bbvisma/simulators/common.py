@@ -32,6 +32,8 @@ Fault kinds (``Faults.add(kind, ...)``):
 ``malformed``         process the request, then answer 200 with a body that is not valid JSON.
 ``drop_after_commit`` process the request and commit it, then close the connection without
                       sending a single response byte.
+``drop``              close the connection without processing the request (lost on the way in):
+                      to the client it looks exactly like ``drop_after_commit``.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ INPROCESS_KEY = "bbvisma.sim.inprocess"
 READ_TIMEOUT_KEY = "bbvisma.sim.read_timeout"
 
 FAULT_KINDS = frozenset(
-    {"latency", "timeout", "status", "rate_limit", "malformed", "drop_after_commit"}
+    {"latency", "timeout", "status", "rate_limit", "malformed", "drop_after_commit", "drop"}
 )
 
 
@@ -485,6 +487,10 @@ class SimulatorBase:
             self.requests.add(request.method, request.path, status, fault, **extra)
             raise
         self.requests.add(request.method, request.path, response.status, fault, **extra)
+        if rule is not None and rule.kind == "timeout" and not request.in_process:
+            # served: hold the (logged, committed) answer back; wall-clock on purpose, the
+            # client's timeout is wall-clock
+            time.sleep(float(rule.params.get("seconds", 30.0)))
         return response.send(start_response)
 
     def _process(self, request: SimRequest) -> SimResponse:
@@ -506,6 +512,8 @@ class SimulatorBase:
             return self._process(request)
         if rule.kind == "status":
             return self.fault_status_response(int(params.get("status", 503)), params.get("body"))
+        if rule.kind == "drop":
+            raise DroppedConnection(f"{request.method} {request.path} (not processed)")
         if rule.kind == "rate_limit":
             retry_after = params.get("retry_after")
             return self.rate_limit_response(None if retry_after is None else float(retry_after))
@@ -518,13 +526,10 @@ class SimulatorBase:
             raise DroppedConnection(f"{request.method} {request.path}")
         if rule.kind == "timeout":
             seconds = float(params.get("seconds", 30.0))
-            if request.in_process:
-                read_timeout = request.environ.get(READ_TIMEOUT_KEY)
-                if read_timeout is not None and seconds >= read_timeout:
-                    raise SimulatedTimeout(f"{request.method} {request.path}")
-            else:
-                time.sleep(seconds)  # wall-clock on purpose: the client's timeout is wall-clock
-            return response
+            read_timeout = request.environ.get(READ_TIMEOUT_KEY)
+            if request.in_process and read_timeout is not None and seconds >= read_timeout:
+                raise SimulatedTimeout(f"{request.method} {request.path}")
+            return response  # served: __call__ holds the answer back after logging it
         raise AssertionError(f"unhandled fault kind {rule.kind}")  # pragma: no cover
 
     def _control(self, request: SimRequest) -> SimResponse:
