@@ -1,0 +1,170 @@
+"""Shared wiring for the flow tests: both simulators in-process, both clients, a context.
+
+Import the helpers (``from tests.flow_fixtures import ...`` is not needed: pytest puts the tests
+folder on ``sys.path``, so ``from flow_fixtures import Rig, make_rig``). A :class:`Rig` holds
+one BuchhaltungsButler simulator, one Visma.net simulator, clients wired to them in-process
+(no sockets), a link store and a document cache that survive between runs -- what a scheduled
+integration keeps between two runs -- and builds a fresh :class:`FlowContext` per run.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from bbvisma.buchhaltungsbutler.client import BBClient
+from bbvisma.engine import ExchangeRecorder, FlowContext, RecordResult
+from bbvisma.linkstore import MemoryDocumentCache, MemoryLinkStore
+from bbvisma.simulators.buchhaltungsbutler import BBSimulator
+from bbvisma.simulators.buchhaltungsbutler import default_seed as bb_default_seed
+from bbvisma.simulators.common import FakeClock, sim_http_client
+from bbvisma.simulators.vismanet import VismaSimulator
+from bbvisma.simulators.vismanet import default_seed as visma_default_seed
+from bbvisma.vismanet.client import VismaClient
+
+BB_BASE = "http://127.0.0.1/api/v1"
+VISMA_BASE = "http://127.0.0.1"
+
+
+def bb_credentials(seed: dict[str, Any]) -> dict[str, str]:
+    client = seed["api_clients"][0]
+    return {
+        "api_client": client["api_client"],
+        "api_secret": client["api_secret"],
+        "api_key": seed["companies"][0]["api_key"],
+    }
+
+
+def visma_credentials(seed: dict[str, Any]) -> dict[str, str]:
+    section = seed.get("vismanet", seed)
+    client = section["credentials"]["clients"][0]
+    tenant = section["credentials"]["tenants"][0]
+    return {
+        "client_id": client["client_id"],
+        "client_secret": client["client_secret"],
+        "tenant_id": tenant["tenant_id"],
+        "company_id": tenant["companies"][0],
+    }
+
+
+class ListSink:
+    """A RunSink that keeps everything (tests only). ``fail_after``: raise after that many
+    records, like a worker killed in the middle of a batch."""
+
+    def __init__(self, fail_after: int | None = None):
+        self.results: list[RecordResult] = []
+        self.batches: list[tuple[str | None, int]] = []
+        self.fail_after = fail_after
+
+    def record(self, result: RecordResult) -> None:
+        self.results.append(result)
+        if self.fail_after is not None and len(self.results) >= self.fail_after:
+            raise KeyboardInterrupt("worker killed (test)")
+
+    def batch_done(self, watermark: str | None, results: list[RecordResult]) -> None:
+        self.batches.append((watermark, len(results)))
+
+
+@dataclass
+class Rig:
+    """Two simulators, two clients and what persists between runs."""
+
+    clock: FakeClock
+    bb_sim: BBSimulator
+    visma_sim: VismaSimulator
+    bb: BBClient
+    visma: VismaClient
+    recorder: ExchangeRecorder
+    links: MemoryLinkStore = field(default_factory=MemoryLinkStore)
+    documents: MemoryDocumentCache = field(default_factory=MemoryDocumentCache)
+    api_key: str = ""
+    #: watermark per flow entity, as the Odoo flow record keeps it
+    watermarks: dict[str, str | None] = field(default_factory=dict)
+
+    def context(
+        self,
+        *,
+        mapping=None,
+        value_maps: dict[str, dict[str, str]] | None = None,
+        settings: dict[str, Any] | None = None,
+        sink=None,
+        batch_size: int = 50,
+        dry_run: bool = False,
+    ) -> FlowContext:
+        return FlowContext(
+            settings=dict(settings or {}),
+            mapping=mapping,
+            value_maps=value_maps if value_maps is not None else {},
+            links=self.links,
+            sink=sink,
+            bb=self.bb,
+            visma=self.visma,
+            documents=self.documents,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            recorder=self.recorder,
+            keep_results=True,
+            now=lambda: dt.datetime.fromtimestamp(self.clock.now(), dt.timezone.utc),
+        )
+
+    # -- counting -----------------------------------------------------------------------------
+    def visma_requests(self) -> list[dict[str, Any]]:
+        return [e for e in self.visma_sim.requests.entries if not e["path"].startswith("/_sim")]
+
+    def visma_writes(self) -> list[dict[str, Any]]:
+        """API writes (POST/PUT) sent to Visma.net, token requests left out."""
+        return [
+            e
+            for e in self.visma_requests()
+            if e["method"] in ("POST", "PUT") and not e["path"].startswith("/connect")
+        ]
+
+    def clear_logs(self) -> None:
+        self.visma_sim.requests.clear()
+        self.bb_sim.requests.clear()
+
+
+def make_rig(
+    *,
+    bb_seed: dict[str, Any] | None = None,
+    visma_seed: dict[str, Any] | None = None,
+    bb_quota: int | None = None,
+) -> Rig:
+    """Both simulators with their default seeds (or the given ones) on one fake clock."""
+    clock = FakeClock()
+    bb_section = copy.deepcopy(bb_seed) if bb_seed is not None else bb_default_seed()
+    visma_section = copy.deepcopy(visma_seed) if visma_seed is not None else visma_default_seed()
+    bb_sim = BBSimulator(clock=clock, quota_per_minute=bb_quota)
+    bb_sim.load_seed(bb_section)
+    visma_sim = VismaSimulator(clock=clock)
+    visma_sim.load_seed(visma_section)
+    recorder = ExchangeRecorder()
+    bb = BBClient(
+        base_url=BB_BASE,
+        **bb_credentials(bb_section),
+        http_client=sim_http_client(bb_sim, BB_BASE),
+        on_exchange=recorder,
+        sleep=clock.sleep,
+        clock=clock.monotonic,
+        backoff_initial=0.0,
+    )
+    visma = VismaClient(
+        base_url=VISMA_BASE,
+        token_url=VISMA_BASE + "/connect/token",
+        **visma_credentials(visma_section),
+        http_client=sim_http_client(visma_sim, VISMA_BASE),
+        on_exchange=recorder,
+        sleep=clock.sleep,
+        clock=clock.monotonic,
+    )
+    return Rig(
+        clock=clock,
+        bb_sim=bb_sim,
+        visma_sim=visma_sim,
+        bb=bb,
+        visma=visma,
+        recorder=recorder,
+        api_key=bb_credentials(bb_section)["api_key"],
+    )
