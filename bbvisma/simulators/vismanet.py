@@ -195,11 +195,18 @@ def _field_path(parts) -> str:
 
 
 def drop_nulls(value: Any) -> Any:
+    """Remove ``null`` values, and ``{"value": null}`` wrappers, at every level."""
     if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+        return {k: drop_nulls(v) for k, v in value.items() if not _is_null(v)}
     if isinstance(value, list):
         return [drop_nulls(v) for v in value]
     return value
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, dict) and set(value) == {"value"} and value["value"] is None
+    )
 
 
 def unwrap(value: Any) -> Any:
