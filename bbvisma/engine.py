@@ -408,6 +408,18 @@ class Flow(abc.ABC):
             payload = self.ctx.mapping.comparable(payload)
         return content_hash(payload)
 
+    def run_watermark(self, started: dt.datetime) -> str | None:
+        """The watermark a *completed* run stores, for sources whose records carry no
+        modification time (BuchhaltungsButler receipts and debtors): typically ``started``
+        in the source's own format. ``None`` (the default) uses the items' ``modified``.
+
+        When a flow returns a value, the engine stores it only with the last batch of a run
+        that read the whole source and left no record in ERROR; any ERROR, abort or source
+        failure keeps the previous watermark, so the next run reads the failed records again
+        (the rest are skipped by hash). Intermediate batches report ``None``.
+        """
+        return None
+
     def link_meta(self, item: SourceItem, payload: dict, response: Any) -> dict | None:
         """Extra data to keep on the link after a write (e.g. a document number); ``None``
         keeps what the link had."""
@@ -522,6 +534,7 @@ class Flow(abc.ABC):
         ctx = self.ctx
         report = self._new_report(since)
         tracker = _WatermarkTracker(self.ordered_source)
+        own_watermark = self.run_watermark(report.started) if report.started else None
         items = iter(self.source_items(since))
         source_failure: str | None = None
         try:
@@ -543,7 +556,13 @@ class Flow(abc.ABC):
                 source_failure = self._source_failure(exc)
             results = self._run_batch(batch, report, tracker)
             last = pending is None and source_failure is None and report.aborted is None
-            watermark = None if ctx.dry_run else tracker.value(final=last)
+            if ctx.dry_run:
+                watermark = None
+            elif own_watermark is not None:
+                clean = last and not report.counts[Action.ERROR.value]
+                watermark = own_watermark if clean else None
+            else:
+                watermark = tracker.value(final=last)
             if watermark is not None:
                 report.watermark = watermark
             if ctx.sink is not None:
