@@ -373,6 +373,11 @@ class Transport:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
+        # exponential back-off with jitter (initial, 2x, 4x ... capped); the jitter spreads the
+        # retries of parallel workers so they do not hit a recovering server in lock-step
+        self._backoff = wait_exponential_jitter(
+            multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial
+        )
         self.limiter = limiter
         self.pacer = pacer
         self.on_exchange = on_exchange
@@ -442,9 +447,7 @@ class Transport:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, RateLimited) and exc.retry_after is not None:
                 return min(exc.retry_after, self.max_retry_after)
-            return wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max)(
-                state
-            )
+            return self._backoff(state)
 
         retrying = Retrying(
             retry=retry_if_exception(should_retry),
