@@ -283,14 +283,16 @@ class ApicenterFlow(models.Model):
     def _run(self, dry_run=False):
         """Run this flow once and return its apicenter.run record.
 
-        The run and its log lines are written through the sink's own cursor, so they survive
-        when this transaction is rolled back. A typed error of the core ends the run as
-        ``failed`` with its message; any other exception is a bug: the run is closed as
-        ``failed`` and the exception is raised again so that it is seen.
+        The run, its log lines and the links are written through the sink's own cursor, so
+        they survive when this transaction is rolled back. A run the engine aborted (wrong
+        credentials or settings, unreadable source) ends ``failed`` with the reason; an
+        authentication or configuration error also puts the integration in ``error``, which
+        pauses its schedule. Any exception that escapes the engine is a bug: the run is closed
+        as ``failed`` and the exception is raised again so that it is seen.
         """
-        from bbvisma.errors import AuthError, BBVismaError, ConfigError
+        from bbvisma.errors import BBVismaError
 
-        # imported here: the context needs the core's engine, which only a run requires
+        # imported here: only a run needs the engine of the core
         from ..sync.context import build_flow_context, load_flow_class
 
         self.ensure_one()
@@ -302,19 +304,28 @@ class ApicenterFlow(models.Model):
                 return sink.close(
                     "failed", f"flow type {self.flow_type} is not available in this version"
                 )
-            with build_flow_context(self, sink, dry_run) as context:
-                flow_class(context).run()
+            with build_flow_context(self, sink, dry_run) as flow_context:
+                report = flow_class(flow_context).run(since=self.watermark or None)
         except BBVismaError as exc:
-            if isinstance(exc, (AuthError, ConfigError)) and not dry_run:
-                # a setup problem: pause the schedule until a manager fixes it
-                self.integration_id.state = "error"
+            self._note_setup_error(exc.cause_key, dry_run)
             return sink.close("failed", exc.message, cause_key=exc.cause_key)
         except Exception as exc:
-            sink.close("failed", _("Unexpected error: %s", exc))
+            if not sink.closed:
+                sink.close("failed", f"Unexpected error: {type(exc).__name__}: {exc}")
             raise
         finally:
             _logger.info(
-                "apicenter flow %s (%s) ran in %.1fs", self.id, self.flow_type,
+                "apicenter flow %s (%s) ran in %.1fs",
+                self.id,
+                self.flow_type,
                 time.monotonic() - started,
             )
+        if report.aborted:
+            self._note_setup_error(sink.abort_cause, dry_run)
+            return sink.close("failed", report.aborted, cause_key=sink.abort_cause)
         return sink.close()
+
+    def _note_setup_error(self, cause_key, dry_run):
+        """Credentials or settings are wrong: pause the integration's schedule."""
+        if not dry_run and (cause_key or "").startswith(("auth:", "config:")):
+            self.integration_id.state = "error"

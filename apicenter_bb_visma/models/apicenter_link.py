@@ -23,6 +23,7 @@ class ApicenterLink(models.Model):
     target_key = fields.Char()
     content_hash = fields.Char(help="Hash of the last payload sent: unchanged means skip.")
     last_sync = fields.Datetime(default=fields.Datetime.now)
+    meta = fields.Json(help="What the flow keeps about the target record, e.g. a document number.")
 
     _integration_entity_source_uniq = models.Constraint(
         "UNIQUE(integration_id, entity, source_key)",

@@ -23,6 +23,7 @@ TRANSFORMS = [
     ("title", "Title case"),
     ("strip", "Strip spaces"),
     ("concat", "Concatenate"),
+    ("first", "First non-empty"),
     ("split", "Split"),
     ("bool", "Yes/No"),
     ("each", "For each item"),
@@ -36,26 +37,40 @@ class ApicenterMapping(models.Model):
     _order = "name, id"
 
     name = fields.Char(required=True, translate=True)
+    code = fields.Char(
+        required=True,
+        help="Technical name; an 'For each item' rule names its child mapping by this code.",
+    )
     active = fields.Boolean(default=True)
     flow_type = fields.Selection(FLOW_TYPES, help="Empty: usable by any flow type.")
     company_id = fields.Many2one("res.company", help="Empty: shared by all companies.")
     line_ids = fields.One2many("apicenter.mapping.line", "mapping_id", string="Rules", copy=True)
     note = fields.Text()
 
-    def _to_core(self):
-        """The rules as plain dicts, in order, for the pure mapper."""
+    _code_company_uniq = models.UniqueIndex(
+        "(code, COALESCE(company_id, 0))", "A mapping code must be unique per company."
+    )
+
+    def _to_core(self, _seen=()):
+        """This mapping as a ``bbvisma.mapper.Mapping`` (validated by the core: a wrong rule
+        raises ConfigError naming every problem). Child mappings of 'For each item' rules are
+        looked up by code and built the same way."""
+        from bbvisma.errors import ConfigError
+        from bbvisma.mapper import Mapping
+
         self.ensure_one()
-        return [
-            {
-                "source": line.source_path or None,
-                "target": line.target_field,
-                "transform": line.transform,
-                "arg": line.transform_arg or None,
-                "when": line.when,
-                "required": line.required,
-            }
-            for line in self.line_ids.sorted(lambda line: (line.sequence, line.id))
-        ]
+        if self.code in _seen:
+            raise ConfigError(f"mapping {self.code!r} contains itself through 'each' rules")
+        children = {}
+        for line in self.line_ids.filtered(lambda line: line.transform == "each"):
+            child = self.search(
+                [("code", "=", line.transform_arg), ("company_id", "in", [self.company_id.id, False])],
+                order="company_id",
+                limit=1,
+            )
+            if child:
+                children[child.code] = child._to_core(_seen=(*_seen, self.code))
+        return Mapping.from_rows(self.code, self.line_ids._to_rows(), children)
 
 
 class ApicenterMappingLine(models.Model):
@@ -75,5 +90,27 @@ class ApicenterMappingLine(models.Model):
         "the length, the separator...",
     )
     when = fields.Selection(WHEN, default="always", required=True)
+    then = fields.Char(
+        string="Then",
+        help="Further steps applied to the result, separated by ';', each 'transform:argument', "
+        "e.g. 'strip; truncate:30'.",
+    )
     required = fields.Boolean(help="Park the record when this rule yields no value.")
     note = fields.Char()
+
+    def _to_rows(self):
+        """The rules as the plain rows ``bbvisma.mapper.Rule.from_row`` reads."""
+        return [
+            {
+                "sequence": line.sequence,
+                "source": line.source_path,
+                "target": line.target_field,
+                "transform": line.transform,
+                "arg": line.transform_arg,
+                "then": line.then,
+                "when": line.when,
+                "required": line.required,
+                "note": line.note,
+            }
+            for line in self.sorted(lambda line: (line.sequence, line.id))
+        ]

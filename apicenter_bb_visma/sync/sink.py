@@ -1,17 +1,18 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
 """OdooRunSink: the engine's RunSink over apicenter.run and apicenter.log.
 
-Why a separate cursor: a run can fail half-way and its transaction (links, watermark, anything
+Why a separate cursor: a run can fail half-way and its transaction (the watermark, anything
 the flow wrote in Odoo) is then rolled back -- but the log of what happened, and the run's
-summary, must stay, or the failure leaves no trace. So the run row, its log lines and its
-chatter summary are written through a cursor of their own, committed after every batch, the
-way ``delivery.carrier.log_xml`` does it. The main transaction is committed once per batch
-(links and watermark move together) -- except in tests, where only the test may end it.
+summary, must stay, or the failure leaves no trace. So the run row, its log lines, its chatter
+summary and the links (see linkstore.py) are written through a cursor of their own, the "run
+cursor", committed after every batch (links: after every put), the way
+``delivery.carrier.log_xml`` does it. The main transaction carries the watermark and is
+committed once per batch -- except in tests, where only the test may end it.
 
 Lock discipline (two cursors, one thread, so a lock wait would never end): the main
-transaction never writes the run or log rows; the log cursor never writes flow, integration
-or link rows (it only references them, which takes a KEY SHARE lock that an ordinary update
-does not conflict with).
+transaction never writes run, log or link rows; the run cursor never writes flow or
+integration rows (it only references them, which takes a KEY SHARE lock that an ordinary
+update does not conflict with).
 """
 
 import json
@@ -48,7 +49,10 @@ class OdooRunSink:
         self.run_id = run_id
         self.dry_run = dry_run
         self._cr = log_cr
-        self._env = flow.env(cr=log_cr, su=True)
+        #: the environment of the run cursor (the link store works through it too)
+        self.env = flow.env(cr=log_cr, su=True)
+        #: cause key of the record that aborted the run (AuthError/ConfigError), if any
+        self.abort_cause = None
         self._redactor = flow.integration_id._redactor()
         self._pending = []
         self._started = time.monotonic()
@@ -86,6 +90,8 @@ class OdooRunSink:
         """One record's outcome: count it and queue its log line."""
         action = _value(result.action)
         self.counts[ACTION_COUNTERS[action]] += 1
+        if getattr(result, "aborted_run", False):
+            self.abort_cause = result.cause_key
         self._pending.append(self._log_vals(result, action))
         if len(self._pending) >= self.FLUSH_EVERY:
             self._flush()
@@ -100,6 +106,10 @@ class OdooRunSink:
             self.flow.watermark = str(watermark)
         if self._may_commit():
             self.flow.env.cr.commit()  # pylint: disable=invalid-commit
+
+    def commit(self):
+        """Make what went through the run cursor durable (the link store calls it per put)."""
+        self._cr.commit()
 
     # -- closing ------------------------------------------------------------------------------
     def close(self, state=None, message=None, cause_key=None):
@@ -142,7 +152,7 @@ class OdooRunSink:
         return "done"
 
     def _save_run(self, vals):
-        run = self._env["apicenter.run"].browse(self.run_id)
+        run = self.env["apicenter.run"].browse(self.run_id)
         run.write(dict(self.counts, **vals))
         self._cr.commit()
         return run
@@ -150,7 +160,7 @@ class OdooRunSink:
     def _post_summary(self, run):
         summary = run._summary_text()
         run.message_post(body=summary, subtype_xmlid="mail.mt_note")
-        flow = self._env["apicenter.flow"].browse(self.flow.id)
+        flow = self.env["apicenter.flow"].browse(self.flow.id)
         recipients = flow.integration_id.notify_partner_ids
         if run.state in ("failed", "partial") and recipients:
             flow.message_post(
@@ -163,7 +173,7 @@ class OdooRunSink:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        self._env["apicenter.log"].create(pending)
+        self.env["apicenter.log"].create(pending)
         self._cr.commit()
 
     def _log_vals(self, result, action):
