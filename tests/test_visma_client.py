@@ -746,3 +746,42 @@ def test_wrap_values_wraps_leaves_and_nested_objects_but_not_lists_or_plain_keys
         "directDebitLines": [{"operation": "Update", "id": "8c1e"}],
         "customerNumber": {"value": "10000"},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# background API
+# --------------------------------------------------------------------------------------------
+def test_background_create_is_polled_until_finished_and_returns_the_key(guard, sim, fake_clock):
+    client = make_client(guard, fake_clock, background_creates=True)
+    number = new_customer(client, "Hintergrund GmbH")
+    assert client.get_customer(number)["name"] == "Hintergrund GmbH"
+    calls = [(e["method"], e["path"].split("/")[2], e["status"]) for e in api_requests(sim)]
+    assert calls[0] == ("POST", "customer", 202)
+    assert [c for c in calls if c[1] == "background"] == [
+        ("GET", "background", 200),
+        ("GET", "background", 200),
+        ("GET", "background", 200),
+    ]  # Started at 0 s and 1 s, Finished at 3 s (the simulator needs 2 s)
+
+
+def test_background_create_that_failed_validation_raises_the_typed_error(guard, fake_clock):
+    client = make_client(guard, fake_clock, background_creates=True)
+    with pytest.raises(ApiError) as err:
+        client.create_customer_invoice(
+            {
+                "customerNumber": "10000",
+                "invoiceLines": [{"operation": "Insert", "description": "x", "vatCodeId": "99"}],
+            }
+        )
+    assert err.value.status == 400 and "vatCodeId" in str(err.value)
+
+
+def test_background_operation_that_never_finishes_is_an_outcome_unknown(fake_clock):
+    sim = make_sim(fake_clock, background_seconds=10_000)
+    guard = ContractGuard(sim)
+    client = make_client(guard, fake_clock, background_creates=True, background_timeout=60)
+    with pytest.raises(OutcomeUnknown) as err:
+        new_customer(client, "Langsam GmbH")
+    assert err.value.details["background_id"] in sim.background_jobs
+    assert "10001" in sim.customers  # it was committed: ensure() would find it
+    assert not guard.violations, guard.violations

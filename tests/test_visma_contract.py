@@ -320,6 +320,17 @@ def scenario(client: VismaClient, guard: ContractGuard) -> None:
     client.list_vat_categories()
     list(client.list_customer_sales_prices(price_type="CustomerPriceClass", price_code="HAENDLER"))
     get(f"/v1/customer/{number}/salesorder")
+    # the background API: a read run in the background, its state and its content
+    accepted = raw.get(
+        f"/v1/customer/{number}", headers={**headers, "erp-api-background": "none"}
+    ).json()
+    get(f"/v1/background/{accepted['id']}")  # Started
+    guard.sim.clock.advance(5)
+    assert get(f"/v1/background/{accepted['id']}")["status"] == "Finished"
+    assert get(f"/v1/background/{accepted['id']}/content")["number"] == number
+    background = make_client(guard, guard.sim.clock)
+    background.background_creates = True
+    background.create_customer({"name": "Hintergrund KG"})
     # error answers of every kind, for the shape check
     raw.get("/v1/customer/NOPE", headers=headers)
     raw.post("/v2/customerinvoice", headers=headers, json={"customerNumber": "x"})

@@ -50,8 +50,14 @@ What it simulates, and how (choices where the spec is silent are marked *chosen*
   modification time, kept per record on the injectable clock, in UTC (*chosen*).
 * **Creates** answer 201 with an empty body and ``Location``; updates 204.
 
-Not simulated: ``erp-api-background`` (the header is ignored and the call runs synchronously),
-subaccounts, accounts, projects, price calculation from ``customerSalesPrice``.
+* **Background API.** A call carrying ``erp-api-background`` (any value: a webhook URL,
+  ``none``, ``subscription...``; no webhook is ever posted) is processed at once but answered
+  ``202 {"id", "stateLocation"}``; ``GET /v1/background/{id}`` reports ``Started`` until
+  ``background_seconds`` (default 2) have passed on the clock, then ``Finished`` with the
+  call's ``statusCode`` and ``responseHeaders`` (``Location``); ``.../content`` returns its
+  body (404 when it had none). Another client or tenant gets 403; after 24 hours 410.
+
+Not simulated: subaccounts, accounts, projects, price calculation from ``customerSalesPrice``.
 """
 
 from __future__ import annotations
@@ -420,6 +426,8 @@ ROUTES = [
     Route("GET", "/v1/vat", "list_vats", "read"),
     Route("GET", "/v1/vatCategory", "list_vat_categories", "read"),
     Route("GET", "/v1/customerSalesPrice", "list_sales_prices", "read"),
+    Route("GET", "/v1/background/{requestId}", "background_state", "read"),
+    Route("GET", "/v1/background/{requestId}/content", "background_content", "read"),
 ]
 # literal segments win over parameters ("/v1/customer/customerClass" before "{customerCd}")
 ROUTES.sort(key=lambda r: (r.params, -len(r.template)))
@@ -444,6 +452,7 @@ class VismaSimulator(SimulatorBase):
     :param quota_per_hour: requests per clock hour per (tenant, client) (default: seed, 15000).
     :param max_page_size: the clamp for ``pageSize`` (default: seed, 1000).
     :param token_lifetime: seconds a token lives (default: seed, 3600).
+    :param background_seconds: how long a background operation reports ``Started`` (default 2).
     :param spec: a :class:`VismaSpec` (default: the shared one from the reference dir).
     """
 
@@ -456,12 +465,14 @@ class VismaSimulator(SimulatorBase):
         quota_per_hour: int | None = None,
         max_page_size: int | None = None,
         token_lifetime: float | None = None,
+        background_seconds: float | None = None,
     ):
         super().__init__(clock=clock, faults=faults)
         limits = {
             "quota_per_hour": quota_per_hour,
             "max_page_size": max_page_size,
             "token_lifetime": token_lifetime,
+            "background_seconds": background_seconds,
         }
         self._limit_overrides = {k: v for k, v in limits.items() if v is not None}
         self._spec = spec
@@ -485,6 +496,7 @@ class VismaSimulator(SimulatorBase):
         self.quota_per_hour = int(self._limit_overrides.get("quota_per_hour", 15000))
         self.max_page_size = int(self._limit_overrides.get("max_page_size", 1000))
         self.token_lifetime = float(self._limit_overrides.get("token_lifetime", 3600))
+        self.background_seconds = float(self._limit_overrides.get("background_seconds", 2.0))
         self.clients: dict[str, dict[str, Any]] = {}
         self.tenants: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, dict[str, Any]] = {}
@@ -516,6 +528,7 @@ class VismaSimulator(SimulatorBase):
         self.invoices: dict[str, dict] = {}
         self.credit_notes: dict[str, dict] = {}
         self.attachments: dict[str, dict] = {}
+        self.background_jobs: dict[str, dict] = {}
         self._seq: dict[str, int] = {}
 
     def load_seed(self, section: dict[str, Any]) -> None:
@@ -671,13 +684,19 @@ class VismaSimulator(SimulatorBase):
                 "API rate limit exceeded for this company and client. Try again later.",
                 headers=[*quota_headers, ("Retry-After", str(over))],
             )
-        try:
-            body = self._body(request, route)
-            response = getattr(self, "h_" + route.handler)(request, ctx, body, **params)
-        except Reject as rej:
-            response = visma_error(rej.status, rej.message, fault=rej.fault, headers=rej.headers)
+        response = self._run(request, route, ctx, params)
+        background = request.headers.get("erp-api-background")
+        if background is not None and not route.template.startswith("/v1/background"):
+            response = self._to_background(request, route, ctx, response, background)
         response.headers.extend(quota_headers)
         return response
+
+    def _run(self, request: SimRequest, route: Route, ctx: Ctx, params: dict) -> SimResponse:
+        try:
+            body = self._body(request, route)
+            return getattr(self, "h_" + route.handler)(request, ctx, body, **params)
+        except Reject as rej:
+            return visma_error(rej.status, rej.message, fault=rej.fault, headers=rej.headers)
 
     def _route(self, request: SimRequest):
         allowed = False
@@ -2343,6 +2362,81 @@ class VismaSimulator(SimulatorBase):
                 records = [r for r in records if r.get(param) == value]
         records = self._modified_filter(req, records)
         return self._page(req, records)
+
+    # ========================================================================================
+    # Background API
+    # ========================================================================================
+    def _to_background(
+        self, request: SimRequest, route: Route, ctx: Ctx, response: SimResponse, hook: str
+    ) -> SimResponse:
+        """Answer 202 and keep the (already processed) answer for the state/content calls."""
+        job_id = str(uuid.uuid4())
+        now = self.clock.now()
+        query = request.environ.get("QUERY_STRING", "")
+        self.background_jobs[job_id] = {
+            "id": job_id,
+            "_owner": (ctx.tenant, ctx.client_id),
+            "_received": now,
+            "_response": response,
+            "webhookAddress": hook or "none",
+            "originalUri": ctx.base_url + request.path + (f"?{query}" if query else ""),
+            "hasRequestContent": bool(request.body),
+        }
+        state = f"{ctx.base_url}/v1/background/{job_id}"
+        return json_response(202, {"id": job_id, "stateLocation": state})
+
+    def _job(self, ctx: Ctx, request_id: str) -> dict:
+        job = self.background_jobs.get(request_id)
+        if job is None:
+            raise Reject(404, "No background operation state was found.")
+        if job["_owner"] != (ctx.tenant, ctx.client_id):
+            raise Reject(
+                403,
+                "State request was not done by same company/user as for the background "
+                "operation request.",
+            )
+        if self.clock.now() - job["_received"] > 24 * 3600:
+            raise Reject(410, "State for background operation has been removed after 24 hours.")
+        return job
+
+    def _utc(self, epoch: float) -> str:
+        moment = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+    def h_background_state(self, req, ctx, body, requestId):
+        job = self._job(ctx, requestId)
+        response: SimResponse = job["_response"]
+        done = self.clock.now() >= job["_received"] + self.background_seconds
+        state = {
+            "id": job["id"],
+            "status": "Finished" if done else "Started",
+            "statusCode": response.status if done else 0,
+            "receivedUtc": self._utc(job["_received"]),
+            "startedUtc": self._utc(job["_received"]),
+            "webhookAddress": job["webhookAddress"],
+            "originalUri": job["originalUri"],
+            "hasRequestContent": job["hasRequestContent"],
+            "hasResponseContent": bool(response.body) if done else False,
+        }
+        if done:
+            state["finishedUtc"] = self._utc(job["_received"] + self.background_seconds)
+            state["contentLocation"] = f"{ctx.base_url}/v1/background/{requestId}/content"
+            state["responseHeaders"] = {
+                k: v
+                for k, v in response.headers
+                if k.lower() in ("location", "etag", "content-type")
+            }
+            if response.status >= 400:
+                state["errorMessage"] = f"The operation answered {response.status}."
+        return json_response(200, state)
+
+    def h_background_content(self, req, ctx, body, requestId):
+        job = self._job(ctx, requestId)
+        response: SimResponse = job["_response"]
+        done = self.clock.now() >= job["_received"] + self.background_seconds
+        if not done or not response.body:
+            raise Reject(404, "No background operation response content was found.")
+        return SimResponse(200, response.body, [("Content-Type", "application/json")])
 
 
 def _period(date: str) -> str:

@@ -19,9 +19,13 @@ What this module knows about Visma.net, so the flows do not have to:
   a 429 still waits ``Retry-After`` (the transport does that).
 * **Shipments** -- ``ETag`` / ``If-Match``; a 412 re-reads the shipment and retries once.
 
+* **Background creates** (opt-in, ``background_creates=True``) -- long creates can outlast
+  any client timeout; with the ``erp-api-background`` header Visma.net answers ``202`` at
+  once and the client polls ``/v1/background/{id}`` for the outcome
+  (:meth:`VismaClient.wait_background`).
+
 Every path, parameter and field used here exists in the published OpenAPI document
-(``visma-net-erp-v1.openapi.json``). The ``erp-api-background`` mode (202 + polling
-``/v1/background/{id}``) is not used: see :meth:`VismaClient.create`.
+(``visma-net-erp-v1.openapi.json``).
 """
 
 from __future__ import annotations
@@ -334,6 +338,10 @@ class VismaClient:
     :param http_client: / :param token_http_client: ``httpx.Client`` objects to use (tests pass
         in-process simulator clients); the token client defaults to ``http_client``.
     :param sleep: / :param clock: injectable time (pacing, Retry-After, token expiry).
+    :param background_creates: send creates with ``erp-api-background: none`` and poll the
+        background state for the result (for tenants where creates outlast the timeout).
+    :param background_timeout: seconds to poll a background operation before giving up with
+        :class:`OutcomeUnknown`.
     """
 
     def __init__(
@@ -355,6 +363,8 @@ class VismaClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         max_attempts: int = 4,
+        background_creates: bool = False,
+        background_timeout: float = 600.0,
     ):
         missing = [
             name
@@ -372,8 +382,11 @@ class VismaClient:
         self.company_id = company_id
         self.branch = branch
         self.scopes = tuple(scopes)
+        self.background_creates = background_creates
+        self.background_timeout = background_timeout
         self._client_secret = client_secret
         self._clock = clock
+        self._sleep = sleep
         self.redactor = Redactor([client_secret])
         self.pacer = HeaderPacer(clock=clock, sleep=sleep)
         self.transport = Transport(
@@ -607,15 +620,28 @@ class VismaClient:
                 return
             page += 1
 
-    def create(self, path: str, body: Mapping[str, Any], *, wrap: bool = True) -> str:
+    def create(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        wrap: bool = True,
+        background: bool | None = None,
+    ) -> str:
         """POST a new record; return its key from ``Location``.
 
         A lost answer raises :class:`OutcomeUnknown` -- use :meth:`ensure` to resolve it.
-        (The ``erp-api-background`` header is not sent: its 202 would need the same lookup,
-        and the simulated and real creates used here finish within the timeout.)
+        With ``background`` (default: the client's ``background_creates``) the create runs as a
+        Visma.net background operation and its outcome is polled.
         """
         payload = wrap_values(body) if wrap else _plain(body)
-        response = self._send("POST", path, json_body=payload)
+        background = self.background_creates if background is None else background
+        headers = {"erp-api-background": "none"} if background else None
+        response = self._send("POST", path, json_body=payload, headers=headers)
+        if background and response.status_code == 202:
+            accepted = decode_json(response, SYSTEM)
+            state = self.wait_background(str(accepted.get("id") or ""))
+            return key_from_location((state.get("responseHeaders") or {}).get("Location"))
         if response.status_code != 201:
             raise ProtocolError(
                 f"Visma.net POST {path} answered {response.status_code}, expected 201 Created",
@@ -623,6 +649,53 @@ class VismaClient:
                 status=response.status_code,
             )
         return key_from_location(response.headers.get("Location"))
+
+    def wait_background(self, request_id: str) -> dict[str, Any]:
+        """Poll ``/v1/background/{id}`` until the operation finished; return its state.
+
+        A finished operation that answered an error raises that error (typed as if it had
+        been answered directly). ``Failed`` (the background machinery itself failed) and a
+        poll that outlasts ``background_timeout`` raise :class:`OutcomeUnknown`: the write may
+        or may not have happened -- look the record up before sending it again.
+        """
+        if not request_id:
+            raise ProtocolError("Visma.net answered 202 without a background id", system=SYSTEM)
+        deadline = self._clock() + self.background_timeout
+        delay = 1.0
+        while True:
+            state = self.get_json(f"/v1/background/{_seg(request_id)}")
+            status = state.get("status")
+            if status == "Finished":
+                break
+            if status == "Failed" or self._clock() + delay > deadline:
+                raise OutcomeUnknown(
+                    f"Visma.net background operation {request_id} "
+                    + (
+                        f"failed: {state.get('errorMessage') or 'no reason given'}"
+                        if status == "Failed"
+                        else f"did not finish within {self.background_timeout:.0f} s"
+                    ),
+                    system=SYSTEM,
+                    details={"background_id": request_id},
+                )
+            self._sleep(delay)
+            delay = min(delay * 2, 30.0)
+        code = int(state.get("statusCode") or 0)
+        if code >= 400:
+            content = b""
+            if state.get("hasResponseContent"):
+                content = self._send("GET", f"/v1/background/{_seg(request_id)}/content").content
+            original = str(state.get("originalUri") or "/")
+            fake = httpx.Response(
+                code,
+                content=content,
+                headers={"Content-Type": "application/json"},
+                request=httpx.Request("POST", original),
+            )
+            error = parse_visma_error(fake)
+            if error is not None:
+                raise error
+        return state
 
     def update(
         self,
