@@ -1,0 +1,606 @@
+"""What the products, stock, prices and shipments flows derive from e-invoice lines.
+
+BuchhaltungsButler has no product, stock, price or shipment endpoint (see the reference
+README): everything these flows know comes from the lines of the e-invoices behind outgoing
+receipts (our sales) and incoming receipts (our purchases). This module holds the pure
+derivations they share -- no API call, no Visma.net knowledge -- so each rule is tested on
+:class:`~bbvisma.records.Document` objects in milliseconds:
+
+* :func:`read_documents` streams ``(receipt, document)`` pairs through
+  :class:`~bbvisma.flows.documents.ReceiptDocuments` (each file is fetched at most once per
+  change, whichever flow asks first) and *counts* what it cannot use instead of hiding it;
+* :class:`ProductCatalog` keeps one small entry per SKU (newest document wins) and groups
+  variants; memory is bounded by the number of SKUs, never by the number of documents;
+* :class:`StockLedger` sums signed quantities per SKU (incoming invoices add, outgoing
+  invoices subtract, credit notes reverse);
+* :class:`PriceBook` keeps the newest price per (SKU, price class).
+
+Conventions used by all of them:
+
+* **Newest** means the greatest ``(issue date, receipt id)``: the receipt id breaks ties
+  between documents of the same day deterministically.
+* A line's **unit price** is ``net price / price base quantity`` (BT-146 / BT-149): a price
+  "36109.00 per 100 LTR" is 361.09 per litre.
+* A **credit note** (``Document.is_credit_note``) reverses what an invoice of the same
+  direction does; every other document type with lines (380, 384 corrected invoice, 389
+  self-billed invoice, ...) counts as an invoice with its signed quantities (a corrected
+  invoice with -5 takes back 5).
+* A line **without a seller-assigned id** is a service or free-text line (DESIGN.md): it is
+  no product and moves no stock; it is counted, not invented into a SKU.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from bbvisma.buchhaltungsbutler.models import Receipt
+from bbvisma.errors import ConfigError, UnsupportedDocument
+from bbvisma.records import Document, DocumentLine, Product
+
+__all__ = [
+    "GTIN_SCHEMES",
+    "DocumentStats",
+    "PriceBook",
+    "PricePoint",
+    "ProductCatalog",
+    "StockLedger",
+    "StockPosition",
+    "attribute_id",
+    "document_key",
+    "line_gtin",
+    "line_unit_price",
+    "parse_quantity_map",
+    "read_documents",
+    "sku_prices",
+    "split_dimensions",
+]
+
+#: global id schemes (BT-157-1) that carry an EAN/GTIN. ISO/IEC 6523 0160 is GS1 GTIN; many
+#: real samples (KoSIT, CEN examples, ZUGFeRD) write EANs with 0088 (EAN Location Code), so
+#: both are read as a barcode on products.
+GTIN_SCHEMES = frozenset({"0160", "0088"})
+
+ZERO = Decimal(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+def document_key(document: Document, receipt_id: str) -> tuple[dt.date, int, str]:
+    """Sort key of "newest": issue date, then receipt id (numeric where it is a number)."""
+    number = int(receipt_id) if str(receipt_id).isdigit() else -1
+    return (document.issue_date, number, str(receipt_id))
+
+
+def line_unit_price(line: DocumentLine) -> Decimal:
+    """Net price per one unit of the line's quantity (BT-146 divided by BT-149)."""
+    base = line.price_base_quantity
+    if base is not None and base > 0:
+        return line.net_price / base
+    return line.net_price
+
+
+def line_gtin(line: DocumentLine) -> str | None:
+    """The line's EAN/GTIN: BT-157 with scheme 0160, or a global id of scheme 0088."""
+    if line.gtin:
+        return line.gtin.strip() or None
+    if line.global_id and (line.global_id_scheme or "") in GTIN_SCHEMES:
+        return line.global_id.strip() or None
+    return None
+
+
+def sku_prices(document: Document) -> dict[str, Decimal]:
+    """The unit price of each SKU on a document: its first line's, unless that line is free
+    and a later line of the same SKU is not (a second line at 0.00 is goods given away, not
+    the price; a first line at 0.00 followed by a priced one is the same)."""
+    prices: dict[str, Decimal] = {}
+    for line in document.lines:
+        sku = (line.sku or "").strip()
+        if not sku:
+            continue
+        price = line_unit_price(line)
+        if sku not in prices or (prices[sku] == ZERO and price != ZERO):
+            prices[sku] = price
+    return prices
+
+
+def split_dimensions(setting: str | Iterable[str] | None) -> frozenset[str]:
+    """``"Farbe,Color,Größe,Size"`` -> the case-folded set of variant dimension names."""
+    if setting is None:
+        return frozenset()
+    parts = setting.split(",") if isinstance(setting, str) else list(setting)
+    return frozenset(p.strip().casefold() for p in parts if p and p.strip())
+
+
+_NON_ID = re.compile(r"[^A-Z0-9]+")
+_FOLD = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE", "ß": "SS", "ẞ": "SS"})
+
+#: Visma.net attribute ids are short codes; longer names are cut
+ATTRIBUTE_ID_LENGTH = 10
+
+
+def attribute_id(name: str, id_map: dict[str, str] | None = None) -> str:
+    """The Visma.net attribute id for a characteristic name (BT-160).
+
+    The value map (``attribute_ids``: name -> id, e.g. ``"Color": "FARBE"``) wins, matched
+    exactly, then case-insensitively; otherwise the name in upper case, German umlauts spelt
+    out, accents and anything but letters and digits removed, cut to 10 characters
+    (``"Größe"`` -> ``"GROESSE"``). Raises ``ValueError`` for a name that leaves nothing.
+    """
+    if id_map:
+        if name in id_map:
+            return id_map[name]
+        folded = name.casefold()
+        for key, value in id_map.items():
+            if key.casefold() == folded:
+                return value
+    text = name.upper().translate(_FOLD)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = _NON_ID.sub("", text)[:ATTRIBUTE_ID_LENGTH]
+    if not text:
+        raise ValueError(f"characteristic name {name!r} gives no usable attribute id")
+    return text
+
+
+def parse_quantity_map(value: Any, what: str) -> dict[str, Decimal]:
+    """A ``{sku: quantity}`` setting (opening balances) as Decimals; ConfigError if broken."""
+    if value in (None, "", False):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping SKU -> quantity, not {type(value).__name__}")
+    out: dict[str, Decimal] = {}
+    for sku, quantity in value.items():
+        try:
+            number = Decimal(str(quantity).strip())
+        except (InvalidOperation, ValueError):
+            raise ConfigError(f"{what}: {quantity!r} for SKU {sku!r} is not a number") from None
+        if not number.is_finite():
+            raise ConfigError(f"{what}: {quantity!r} for SKU {sku!r} is not a number")
+        out[str(sku).strip()] = number
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reading documents
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DocumentStats:
+    """What a derivation read, and what it could not use (so nothing is skipped silently)."""
+
+    receipts: int = 0
+    documents: int = 0
+    #: receipts without an e-invoice (plain PDF): no lines to derive from
+    without_einvoice: int = 0
+    #: receipt id -> cause of a refused file (ZUGFeRD 1.0, MINIMUM profile, ...)
+    refused: dict[str, str] = field(default_factory=dict)
+    #: lines without a seller-assigned id (services, free text): no product, no stock
+    lines_without_sku: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "receipts": self.receipts,
+            "documents": self.documents,
+            "without_einvoice": self.without_einvoice,
+            "refused": dict(sorted(self.refused.items(), key=lambda kv: _id_order(kv[0]))),
+            "lines_without_sku": self.lines_without_sku,
+        }
+
+
+def _id_order(receipt_id: str) -> tuple[int, str]:
+    return (int(receipt_id) if receipt_id.isdigit() else -1, receipt_id)
+
+
+def read_documents(
+    documents: Any,
+    direction: str,
+    stats: DocumentStats,
+    *,
+    since: str | None = None,
+    date_from: dt.date | str | None = None,
+    date_to: dt.date | str | None = None,
+) -> Iterator[tuple[Receipt, Document]]:
+    """``(receipt, document)`` for every receipt of ``direction`` that has a readable
+    e-invoice, page by page through ``documents`` (a
+    :class:`~bbvisma.flows.documents.ReceiptDocuments`). Receipts without an e-invoice and
+    refused files are counted in ``stats``; a refused file is the orders flow's to park, here
+    it only cannot contribute lines."""
+    for receipt in documents.iter_receipts(
+        direction=direction, since=since, date_from=date_from, date_to=date_to
+    ):
+        stats.receipts += 1
+        try:
+            document = documents.document(receipt)
+        except UnsupportedDocument as exc:
+            stats.refused[receipt.id_by_customer] = exc.cause_key or "unsupported"
+            continue
+        if document is None:
+            stats.without_einvoice += 1
+            continue
+        stats.documents += 1
+        yield receipt, document
+
+
+# --------------------------------------------------------------------------------------------
+# Products
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _SkuEntry:
+    """The little a catalog keeps per SKU while documents stream by."""
+
+    sku: str
+    info_key: tuple
+    line: DocumentLine
+    info_receipt: str
+    gtin: str | None = None
+    gtin_key: tuple | None = None
+    price: Decimal | None = None
+    price_key: tuple | None = None
+    price_currency: str | None = None
+    price_date: dt.date | None = None
+    price_receipt: str | None = None
+    #: prices seen only in other currencies (newest), reported when no base-currency price
+    foreign: tuple[tuple, str, Decimal] | None = None
+
+
+class ProductCatalog:
+    """Products from outgoing e-invoice lines, one entry per SKU (newest document wins).
+
+    * Texts, unit, VAT, characteristics and classifications come from the SKU's newest
+      document (invoice or credit note); its first line with that SKU counts.
+    * The price (``defaultPrice``) comes from the newest *invoice* in ``base_currency``: a
+      credit note's price is no selling price, and a NOK price is no EUR price. A SKU sold
+      only in other currencies gets no price (``foreign_prices`` says so).
+    * The GTIN comes from the newest document that carries one.
+
+    Variants (:meth:`products`): SKUs whose base (the ``base_pattern`` regex's group named
+    ``base``, else its first group) is the same, and whose characteristics differ only in the
+    variant dimensions, become variants of that base: ``Product.base_sku`` is set and
+    ``variant_attributes`` holds their dimension values. SKUs with a common base whose other
+    characteristics differ are *not* grouped; :attr:`notes` says why.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_currency: str = "EUR",
+        variant_dimensions: Iterable[str] | str | None = None,
+        base_pattern: str | None = None,
+    ):
+        self.base_currency = (base_currency or "EUR").upper()
+        self.dimensions = split_dimensions(variant_dimensions)
+        self.pattern = _compile_base_pattern(base_pattern)
+        self._entries: dict[str, _SkuEntry] = {}
+        #: sku -> notes for the log (variant grouping refused, foreign-currency prices)
+        self.notes: dict[str, list[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, receipt_id: str, document: Document, stats: DocumentStats | None = None) -> None:
+        """Take what ``document`` (an outgoing invoice or credit note) says about its SKUs."""
+        key = document_key(document, receipt_id)
+        seen: set[str] = set()
+        for line in document.lines:
+            sku = (line.sku or "").strip()
+            if not sku:
+                if stats is not None:
+                    stats.lines_without_sku += 1
+                continue
+            entry = self._entries.get(sku)
+            if entry is None:
+                entry = self._entries[sku] = _SkuEntry(sku, key, line, receipt_id)
+            elif sku not in seen and key > entry.info_key:
+                entry.info_key, entry.line, entry.info_receipt = key, line, receipt_id
+            seen.add(sku)
+            gtin = line_gtin(line)
+            if gtin and (entry.gtin_key is None or key > entry.gtin_key):
+                entry.gtin, entry.gtin_key = gtin, key
+        if document.is_credit_note:
+            return
+        currency = (document.currency or "").upper()
+        for sku, price in sku_prices(document).items():
+            entry = self._entries[sku]
+            if currency != self.base_currency:
+                if entry.foreign is None or key > entry.foreign[0]:
+                    entry.foreign = (key, currency, price)
+            elif entry.price_key is None or key > entry.price_key:
+                entry.price, entry.price_key = price, key
+                entry.price_currency, entry.price_date = currency, document.issue_date
+                entry.price_receipt = receipt_id
+
+    def products(self) -> list[Product]:
+        """Every product, sorted by SKU, with variants grouped."""
+        products = {sku: self._product(entry) for sku, entry in self._entries.items()}
+        self._group_variants(products)
+        return [products[sku] for sku in sorted(products)]
+
+    def _product(self, entry: _SkuEntry) -> Product:
+        line = entry.line
+        sources = [entry.info_receipt]
+        if entry.price_receipt and entry.price_receipt not in sources:
+            sources.append(entry.price_receipt)
+        if entry.price is None and entry.foreign is not None:
+            _key, currency, price = entry.foreign
+            self.notes.setdefault(entry.sku, []).append(
+                f"sold only in {currency} (newest {_plain(price)} {currency}): no "
+                f"{self.base_currency} price, defaultPrice left as it is"
+            )
+        characteristics: dict[str, str] = {}
+        for item in line.characteristics:
+            characteristics.setdefault(item.name, item.value)
+        return Product(
+            sku=entry.sku,
+            name=line.name,
+            description=line.description,
+            unit_code=line.unit_code,
+            price=entry.price,
+            currency=entry.price_currency,
+            price_date=entry.price_date,
+            vat_category=line.vat_category,
+            vat_rate=line.vat_rate,
+            gtin=entry.gtin,
+            characteristics=characteristics,
+            classifications=list(line.classifications),
+            source_documents=sources,
+        )
+
+    def _group_variants(self, products: dict[str, Product]) -> None:
+        if self.pattern is None or not self.dimensions:
+            return
+        by_base: dict[str, list[Product]] = {}
+        for product in products.values():
+            base = _base_of(self.pattern, product.sku)
+            if base and base != product.sku:
+                by_base.setdefault(base, []).append(product)
+        for base, members in sorted(by_base.items()):
+            if len(members) < 2:
+                continue
+            signatures = {self._fixed_signature(p) for p in members}
+            variant_values = [self._variant_values(p) for p in members]
+            if len(signatures) > 1:
+                names = ", ".join(sorted(p.sku for p in members))
+                for product in members:
+                    self.notes.setdefault(product.sku, []).append(
+                        f"SKUs {names} share the base {base!r} but differ in characteristics "
+                        "other than the variant dimensions: not grouped as variants"
+                    )
+                continue
+            if (
+                not all(variant_values)
+                or len({tuple(sorted(v.items())) for v in variant_values}) < 2
+            ):
+                names = ", ".join(sorted(p.sku for p in members))
+                for product in members:
+                    self.notes.setdefault(product.sku, []).append(
+                        f"SKUs {names} share the base {base!r} but do not differ in a variant "
+                        "dimension: not grouped as variants"
+                    )
+                continue
+            for product, values in zip(members, variant_values, strict=True):
+                product.base_sku = base
+                product.variant_attributes = values
+
+    def _fixed_signature(self, product: Product) -> frozenset[tuple[str, str]]:
+        return frozenset(
+            (name.casefold(), value)
+            for name, value in product.characteristics.items()
+            if name.casefold() not in self.dimensions
+        )
+
+    def _variant_values(self, product: Product) -> dict[str, str]:
+        return {
+            name: value
+            for name, value in product.characteristics.items()
+            if name.casefold() in self.dimensions
+        }
+
+
+def _compile_base_pattern(pattern: str | None) -> re.Pattern | None:
+    if not pattern:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"variant_base_pattern {pattern!r} is not a valid regex: {exc}")
+    if compiled.groups < 1:
+        raise ConfigError(
+            f"variant_base_pattern {pattern!r} needs a group (named 'base', or the first) "
+            "that captures the base SKU"
+        )
+    return compiled
+
+
+def _base_of(pattern: re.Pattern, sku: str) -> str | None:
+    match = pattern.fullmatch(sku)
+    if match is None:
+        return None
+    base = match.groupdict().get("base") if "base" in pattern.groupindex else match.group(1)
+    return base or None
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+# --------------------------------------------------------------------------------------------
+# Stock
+# --------------------------------------------------------------------------------------------
+@dataclass
+class StockPosition:
+    """The derived quantity of one SKU and where it comes from."""
+
+    sku: str
+    opening: Decimal = ZERO
+    purchased: Decimal = ZERO  # incoming invoices
+    returned_to_suppliers: Decimal = ZERO  # incoming credit notes
+    sold: Decimal = ZERO  # outgoing invoices
+    returned_by_customers: Decimal = ZERO  # outgoing credit notes
+    #: newest purchase unit price in the base currency (the adjustment's unit cost)
+    unit_cost: Decimal | None = None
+    unit_cost_key: tuple | None = None
+
+    @property
+    def derived(self) -> Decimal:
+        return (
+            self.opening
+            + self.purchased
+            - self.returned_to_suppliers
+            - self.sold
+            + self.returned_by_customers
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "opening": _plain(self.opening),
+            "purchased": _plain(self.purchased),
+            "returned_to_suppliers": _plain(self.returned_to_suppliers),
+            "sold": _plain(self.sold),
+            "returned_by_customers": _plain(self.returned_by_customers),
+            "derived": _plain(self.derived),
+        }
+
+
+class StockLedger:
+    """Signed quantities per SKU: opening + incoming invoices - incoming credit notes -
+    outgoing invoices + outgoing credit notes.
+
+    ``resolve_supplier_sku(line) -> our SKU | None`` maps an incoming line (whose
+    seller-assigned id is the *supplier's* SKU) to one of our items; lines it cannot resolve
+    are collected in :attr:`unresolved` (supplier SKU -> quantity and receipts) for the log.
+    """
+
+    def __init__(
+        self,
+        *,
+        opening: dict[str, Decimal] | None = None,
+        base_currency: str = "EUR",
+    ):
+        self.base_currency = (base_currency or "EUR").upper()
+        self.positions: dict[str, StockPosition] = {}
+        for sku, quantity in (opening or {}).items():
+            self.position(sku).opening = quantity
+        #: supplier SKU -> {"quantity": Decimal, "receipts": [ids]} (receipts capped at 5)
+        self.unresolved: dict[str, dict[str, Any]] = {}
+
+    def position(self, sku: str) -> StockPosition:
+        position = self.positions.get(sku)
+        if position is None:
+            position = self.positions[sku] = StockPosition(sku)
+        return position
+
+    def add_outgoing(
+        self, receipt_id: str, document: Document, stats: DocumentStats | None = None
+    ) -> None:
+        credit = document.is_credit_note
+        for line in document.lines:
+            sku = (line.sku or "").strip()
+            if not sku:
+                if stats is not None:
+                    stats.lines_without_sku += 1
+                continue
+            position = self.position(sku)
+            if credit:
+                position.returned_by_customers += line.quantity
+            else:
+                position.sold += line.quantity
+
+    def add_incoming(
+        self,
+        receipt_id: str,
+        document: Document,
+        resolve_supplier_sku: Callable[[DocumentLine], str | None],
+        stats: DocumentStats | None = None,
+    ) -> None:
+        credit = document.is_credit_note
+        key = document_key(document, receipt_id)
+        for line in document.lines:
+            supplier_sku = (line.sku or "").strip()
+            if not supplier_sku and not (line.buyer_item_id or "").strip():
+                if stats is not None:
+                    stats.lines_without_sku += 1
+                continue
+            sku = resolve_supplier_sku(line)
+            if sku is None:
+                entry = self.unresolved.setdefault(
+                    supplier_sku or f"buyer id {line.buyer_item_id}",
+                    {"quantity": ZERO, "receipts": []},
+                )
+                entry["quantity"] += -line.quantity if credit else line.quantity
+                if receipt_id not in entry["receipts"] and len(entry["receipts"]) < 5:
+                    entry["receipts"].append(receipt_id)
+                continue
+            position = self.position(sku)
+            if credit:
+                position.returned_to_suppliers += line.quantity
+                continue
+            position.purchased += line.quantity
+            if (document.currency or "").upper() == self.base_currency and (
+                position.unit_cost_key is None or key > position.unit_cost_key
+            ):
+                position.unit_cost, position.unit_cost_key = line_unit_price(line), key
+
+
+# --------------------------------------------------------------------------------------------
+# Prices
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PricePoint:
+    """The newest price one group paid for one SKU."""
+
+    sku: str
+    price_class: str | None
+    price: Decimal
+    currency: str
+    date: dt.date
+    receipt: str
+    invoice: str
+    key: tuple = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "price_class": self.price_class,
+            "price": _plain(self.price),
+            "currency": self.currency,
+            "date": self.date.isoformat(),
+            "receipt": self.receipt,
+            "invoice": self.invoice,
+        }
+
+
+class PriceBook:
+    """Newest unit price per (SKU, price class) from outgoing invoices (the price each group
+    actually paid). Credit notes set no price. Every currency is kept: a class price is
+    reported with its currency, never converted. The base price is the
+    :class:`ProductCatalog`'s (newest invoice in the base currency), so the products and the
+    prices flow agree on ``defaultPrice``."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[tuple[str, str], PricePoint] = {}
+
+    def add(self, receipt_id: str, document: Document, price_class: str | None) -> None:
+        if document.is_credit_note or not price_class:
+            return
+        key = document_key(document, receipt_id)
+        currency = (document.currency or "").upper()
+        for sku, price in sku_prices(document).items():
+            old = self.by_class.get((sku, price_class))
+            if old is None or key > old.key:
+                self.by_class[(sku, price_class)] = PricePoint(
+                    sku,
+                    price_class,
+                    price,
+                    currency,
+                    document.issue_date,
+                    receipt_id,
+                    document.number,
+                    key,
+                )
