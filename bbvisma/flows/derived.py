@@ -45,6 +45,7 @@ from bbvisma.records import Document, DocumentLine, Product
 
 __all__ = [
     "GTIN_SCHEMES",
+    "addressable",
     "DocumentStats",
     "PriceBook",
     "PricePoint",
@@ -108,6 +109,13 @@ def sku_prices(document: Document) -> dict[str, Decimal]:
         if sku not in prices or (prices[sku] == ZERO and price != ZERO):
             prices[sku] = price
     return prices
+
+
+def addressable(sku: str) -> bool:
+    """Whether Visma.net can address the item in a URL path (``/v1/inventory/{sku}``): an
+    escaped ``/`` (``%2F``) is decoded before routing, so such an id can be created (POST body)
+    but never read, updated or counted afterwards."""
+    return "/" not in sku and "\\" not in sku
 
 
 def split_dimensions(setting: str | Iterable[str] | None) -> frozenset[str]:

@@ -24,7 +24,7 @@ body                        item description (BT-154)                     create
 baseUnit / purchaseUnit     unit (BT-130) via value map ``units``         create
 salesUnit                   unit via value map ``units``                  always
 defaultPrice                unit net price of the newest invoice          always
-vatCode                     VAT category + rate via value map ``vat_codes``  create
+vatCode                     VAT category:rate via value map ``vat_codes``  create
 itemClass / type            unit -> ``product_kinds`` -> ``item_classes``  create
                             / ``item_types``
 attributeLines              characteristics (BT-160/161) + variant base   always
@@ -74,10 +74,11 @@ from pathlib import Path
 from typing import Any
 
 from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
-from bbvisma.errors import ConfigError, NotFound, OutcomeUnknown
+from bbvisma.errors import ConfigError, DataError, NotFound, OutcomeUnknown
 from bbvisma.flows.derived import (
     DocumentStats,
     ProductCatalog,
+    addressable,
     attribute_id,
     read_documents,
 )
@@ -199,6 +200,13 @@ class ProductsFlow(Flow):
     # -- build ----------------------------------------------------------------------------------
     def build(self, item: SourceItem, link: Link | None) -> tuple[dict, dict]:
         product: Product = item.data
+        if not addressable(product.sku):
+            raise DataError(
+                f"SKU {product.sku!r} contains '/': Visma.net could create the item but never "
+                "read or update it again (its id is part of the URL path); give the product a "
+                "SKU without '/' in the invoicing system",
+                cause=f"unaddressable_sku:{product.sku}",
+            )
         notes = self._notes[item.key] = list(self._catalog_notes.get(item.key, []))
         source = product.to_mapping_dict()
         source["vat"] = _vat_key(product)
@@ -433,13 +441,14 @@ class ProductsFlow(Flow):
 
 
 def _vat_key(product: Product) -> str | None:
-    """``"S 19"``: VAT category and rate, the key of value map ``vat_codes``."""
+    """``"S:19"``: VAT category and rate, the key of value map ``vat_codes`` (shared with the
+    orders flow)."""
     if not product.vat_category:
         return None
     if product.vat_rate is None:
         return product.vat_category
     text = format(Decimal(product.vat_rate).normalize(), "f")
-    return f"{product.vat_category} {'0' if text in ('-0', '0') else text}"
+    return f"{product.vat_category}:{'0' if text in ('-0', '0') else text}"
 
 
 def _attribute_value(
