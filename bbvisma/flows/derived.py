@@ -225,7 +225,7 @@ def read_documents(
         try:
             document = documents.document(receipt)
         except UnsupportedDocument as exc:
-            stats.refused[receipt.id_by_customer] = exc.cause_key or "unsupported"
+            stats.refused[receipt.id_by_customer] = exc.cause
             continue
         if document is None:
             stats.without_einvoice += 1

@@ -1,0 +1,361 @@
+"""Products flow against both simulators: outgoing e-invoice lines -> Visma.net items."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from derived_fixtures import (
+    add_document,
+    document,
+    line,
+    reference,
+    results_by_key,
+    run_products,
+    value_maps,
+)
+from flow_fixtures import make_rig
+
+from bbvisma.engine import Action
+from bbvisma.flows.derived import ProductCatalog
+from bbvisma.flows.products import IMAGES_NOTE, ProductsFlow
+
+
+@pytest.fixture
+def rig():
+    return make_rig()
+
+
+def writes(rig, path_part: str = "", method: str | None = None):
+    return [
+        e
+        for e in rig.visma_writes()
+        if path_part in e["path"] and (method is None or e["method"] == method)
+    ]
+
+
+def shirt_documents(material_blue: str = "Baumwolle"):
+    """Two T-shirt variants (colour differs) on one invoice, built from a reference line."""
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    template = ubl.lines[0]
+    lines = [
+        line(
+            template,
+            sku="TSHIRT-ROT",
+            name="T-Shirt rot",
+            price="12.50",
+            quantity="3",
+            characteristics={"Farbe": "Rot", "Material": "Baumwolle"},
+            vat_category="S",
+            vat_rate=Decimal("19"),
+            unit_code="C62",
+            classifications=[],
+        ),
+        line(
+            template,
+            sku="TSHIRT-BLAU",
+            name="T-Shirt blau",
+            price="12.50",
+            quantity="2",
+            characteristics={"Farbe": "Blau", "Material": material_blue},
+            vat_category="S",
+            vat_rate=Decimal("19"),
+            unit_code="C62",
+            classifications=[],
+        ),
+    ]
+    return document(ubl, lines, number="V-1", issue_date=dt.date(2025, 5, 1))
+
+
+# --------------------------------------------------------------------------------------------
+def test_full_run_from_default_seed_creates_an_item_per_sku_with_the_newest_invoice_data(rig):
+    flow, report = run_products(rig)
+    results = results_by_key(report)
+    items = rig.visma_sim.inventory
+
+    # TB100A4 is on receipts 32 (H87) and 37 (C62), both of 2018-03-05: receipt 37 is newest
+    assert results["TB100A4"].action is Action.CREATE
+    tb = items["TB100A4"]
+    assert tb["description"] == "Trennblätter A4"
+    assert tb["defaultPrice"] == pytest.approx(9.9)
+    assert tb["salesUnit"] == "STK" and tb["vatCode"]["id"] == "01"
+    assert tb["itemClass"]["id"] == "WAREN" and tb["type"] == "FinishedGoodItem"
+    assert [r["alternateID"] for r in tb["crossReferences"]] == ["4012345001235"]
+    # an EAN written with global id scheme 0088 becomes a barcode as well
+    assert items["ZS997"]["crossReferences"][0] == {
+        "alternateType": "Barcode",
+        "alternateID": "4123456000014",
+        "timestamp": items["ZS997"]["crossReferences"][0]["timestamp"],
+    }
+    # hours are a service (unit HUR -> kind service -> class DIENST)
+    assert items["1"]["type"] == "ServiceItem" and items["1"]["itemClass"]["id"] == "DIENST"
+    # unmapped data parks the product and names the value, nothing is guessed
+    assert results["KR3M"].action is Action.PARK
+    assert results["KR3M"].cause_key == "data:unmapped:units:MTK"
+    assert results["JB011"].cause_key == "data:unmapped:vat_codes:S:25"
+    assert results["CO-123/V2A"].cause_key == "data:unaddressable_sku:CO-123/V2A"
+    # a SKU sold only in NOK gets no EUR price, and says so
+    assert "sold only in NOK" in results["JB010"].message
+    assert items["JB010"]["defaultPrice"] == 0.0
+    # every created product is an item; nothing else was created
+    created = {k for k, r in results.items() if r.action is Action.CREATE}
+    assert created == set(items) - {"SERVICE", "FRACHT", "RABATT"}
+    # unreadable e-invoices are counted, not hidden
+    assert flow.stats.refused == {"33": "zugferd1", "40": "no_lines"}
+
+
+def test_second_run_makes_no_write_call(rig):
+    _flow, first = run_products(rig)
+    assert first.counts["create"] > 10
+    rig.clear_logs()
+    _flow, second = run_products(rig)
+    assert second.counts["create"] == second.counts["update"] == 0
+    assert second.counts["skip"] == first.counts["create"]
+    assert rig.visma_writes() == []
+
+
+def test_api_calls_per_created_item_are_lookup_create_and_barcode(rig):
+    _flow, report = run_products(rig)
+    calls = [
+        (e["method"], e["path"].split("/")[-1] if "crossReferences" not in e["path"] else "xref")
+        for e in results_by_key(report)["TB100A4"].exchanges
+    ]
+    assert calls == [("GET", "TB100A4"), ("POST", "inventory"), ("POST", "xref")]
+
+
+def test_variants_are_grouped_with_their_dimension_and_a_reference_to_the_base(rig):
+    add_document(rig, shirt_documents())
+    _flow, report = run_products(rig)
+    results = results_by_key(report)
+    for sku, colour in (("TSHIRT-ROT", "ROT"), ("TSHIRT-BLAU", "BLAU")):
+        assert results[sku].action is Action.CREATE
+        attributes = {a["id"]: a["value"] for a in rig.visma_sim.inventory[sku]["attributes"]}
+        # the Combo value is matched by its description (Rot -> ROT), the base is an attribute
+        assert attributes == {"FARBE": colour, "MATERIAL": "Baumwolle", "BASESKU": "TSHIRT"}
+    assert "TSHIRT" not in rig.visma_sim.inventory  # no document sells the base itself
+    # the missing attribute definition was created once, as a Text attribute
+    assert rig.visma_sim.attributes["BASESKU"]["controlType"] == "Text"
+    new_definitions = set(rig.visma_sim.attributes) - {"FARBE", "MATERIAL"}
+    assert "BASESKU" in new_definitions
+    # each missing definition was created exactly once in the run, however many items use it
+    assert len(writes(rig, "/v1/attribute", "POST")) == len(new_definitions)
+
+
+def test_skus_differing_in_other_characteristics_are_not_grouped_and_say_why(rig):
+    add_document(rig, shirt_documents(material_blue="Leinen"))
+    _flow, report = run_products(rig)
+    result = results_by_key(report)["TSHIRT-BLAU"]
+    assert result.action is Action.CREATE
+    assert "differ in characteristics other than the variant dimensions" in result.message
+    attributes = {a["id"] for a in rig.visma_sim.inventory["TSHIRT-BLAU"]["attributes"]}
+    assert "BASESKU" not in attributes
+
+
+def test_attribute_definitions_are_read_once_per_run_and_created_when_missing(rig):
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    lines = [
+        line(
+            ubl.lines[0],
+            sku=f"SOCKE-{n}",
+            name=f"Socke {n}",
+            price="3",
+            characteristics={"Ärmellänge": "kurz", "Größe": size},
+            vat_category="S",
+            vat_rate=Decimal("19"),
+            unit_code="C62",
+            classifications=[],
+        )
+        for n, size in ((1, "39"), (2, "42"))
+    ]
+    add_document(rig, document(ubl, lines, number="S-1", issue_date=dt.date(2025, 5, 2)))
+    _flow, report = run_products(rig)
+    reads = [e for e in rig.visma_requests() if e["path"] == "/v1/attribute"]
+    assert len([e for e in reads if e["method"] == "GET"]) == 1  # one read for the whole run
+    # names become ids: umlauts spelt out, cut to 10 characters
+    assert {"AERMELLAEN", "GROESSE", "BASESKU"} <= set(rig.visma_sim.attributes)
+    attributes = {a["id"]: a["value"] for a in rig.visma_sim.inventory["SOCKE-2"]["attributes"]}
+    assert attributes == {"AERMELLAEN": "kurz", "GROESSE": "42", "BASESKU": "SOCKE"}
+    assert results_by_key(report)["SOCKE-1"].action is Action.CREATE
+
+
+def test_unknown_combo_value_is_left_out_with_a_note_never_sent(rig):
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    doc = document(
+        ubl,
+        [
+            line(
+                ubl.lines[0],
+                sku="TASSE",
+                name="Tasse",
+                price="5",
+                characteristics={"Farbe": "Lila"},
+                vat_category="S",
+                vat_rate=Decimal("19"),
+                unit_code="C62",
+                classifications=[],
+            )
+        ],
+        number="T-1",
+        issue_date=dt.date(2025, 5, 3),
+    )
+    add_document(rig, doc)
+    _flow, report = run_products(rig)
+    result = results_by_key(report)["TASSE"]
+    assert result.action is Action.CREATE
+    assert "'Lila' is not a value of the Combo attribute FARBE" in result.message
+    assert rig.visma_sim.inventory["TASSE"]["attributes"] == []
+
+
+def test_update_product_info_off_sends_only_price_unit_and_attributes(rig):
+    run_products(rig)
+    rig.visma_sim.inventory["TB100A4"]["description"] = "Trennblätter A4, 100 Stück (Lager 3)"
+    rig.visma_sim.inventory["TB100A4"]["body"] = "Von Hand ergänzt"
+    newer = _newer_tb100a4()
+    add_document(rig, newer)
+    rig.clear_logs()
+    _flow, report = run_products(rig, settings={"update_product_info": False})
+    result = results_by_key(report)["TB100A4"]
+    assert result.action is Action.UPDATE
+    sent = {"inventoryNumber", "salesUnit", "defaultPrice", "attributeLines", "_barcode"}
+    assert set(result.payload) == sent  # _barcode: a cross-reference, only added if new
+    item = rig.visma_sim.inventory["TB100A4"]
+    assert item["defaultPrice"] == pytest.approx(11.9)
+    assert item["description"] == "Trennblätter A4, 100 Stück (Lager 3)"
+    assert item["body"] == "Von Hand ergänzt"
+
+
+def test_update_product_info_on_sends_everything_mapped(rig):
+    run_products(rig)
+    rig.visma_sim.inventory["TB100A4"]["description"] = "Trennblätter A4, 100 Stück (Lager 3)"
+    add_document(rig, _newer_tb100a4())
+    rig.clear_logs()
+    _flow, report = run_products(rig, settings={"update_product_info": True})
+    result = results_by_key(report)["TB100A4"]
+    assert result.action is Action.UPDATE
+    assert result.payload["description"] == "Trennblätter A4 farbig"
+    item = rig.visma_sim.inventory["TB100A4"]
+    assert item["description"] == "Trennblätter A4 farbig"
+    assert item["defaultPrice"] == pytest.approx(11.9)
+
+
+@pytest.mark.parametrize("update_info, expected", [(False, Action.SKIP), (True, Action.UPDATE)])
+def test_a_changed_description_alone_updates_only_with_update_product_info(update_info, expected):
+    rig = make_rig()
+    settings = {"update_product_info": update_info}
+    run_products(rig, settings=settings)
+    add_document(rig, _newer_tb100a4(price="9.90"))  # same price, new name
+    rig.clear_logs()
+    _flow, report = run_products(rig, settings=settings)
+    assert results_by_key(report)["TB100A4"].action is expected
+    description = rig.visma_sim.inventory["TB100A4"]["description"]
+    assert description == ("Trennblätter A4 farbig" if update_info else "Trennblätter A4")
+
+
+def test_existing_item_without_link_is_updated_not_duplicated(rig):
+    rig.visma.create_inventory(
+        {"inventoryNumber": "TB100A4", "description": "Von Hand angelegt", "itemClass": "WAREN"}
+    )
+    rig.clear_logs()
+    _flow, report = run_products(rig)
+    result = results_by_key(report)["TB100A4"]
+    assert result.action is Action.CREATE and result.response["existed"] is True
+    assert writes(rig, "/v1/inventory/TB100A4", "PUT")
+    assert not [
+        e
+        for e in writes(rig, "/v1/inventory", "POST")
+        if e["path"] == "/v1/inventory" and "TB100A4" in str(e.get("body", ""))
+    ]
+    # the user's description stays: the update sent the update-mode fields only
+    assert rig.visma_sim.inventory["TB100A4"]["description"] == "Von Hand angelegt"
+
+
+def test_unknown_sales_category_is_reported_not_invented(rig):
+    maps = value_maps(sales_categories={"STI:65434565": "99", "ZZZ:12344322": "4"})
+    _flow, report = run_products(rig, maps=maps)
+    message = results_by_key(report)["JB010"].message
+    assert "99 (from STI:65434565) do not exist in Visma.net" in message
+    assert "4 (Elektronik)" in message and "assign in Visma.net" in message
+    assert not [e for e in rig.visma_writes() if "salescategory" in e["path"].lower()]
+
+
+def test_images_are_explained_not_offered():
+    assert "no product images" in IMAGES_NOTE
+    assert ProductsFlow.IMAGES_NOTE == IMAGES_NOTE
+
+
+# --------------------------------------------------------------------------------------------
+# the catalog on its own (no API)
+# --------------------------------------------------------------------------------------------
+def test_catalog_takes_the_price_of_the_newest_invoice_not_of_a_credit_note():
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    template = ubl.lines[0]
+    catalog = ProductCatalog(base_currency="EUR")
+    catalog.add(
+        "1",
+        document(
+            ubl, [line(template, sku="A", price="10")], number="1", issue_date=dt.date(2025, 1, 1)
+        ),
+    )
+    catalog.add(
+        "2",
+        document(
+            ubl,
+            [line(template, sku="A", price="12", price_base_quantity=None)],
+            number="2",
+            issue_date=dt.date(2025, 2, 1),
+        ),
+    )
+    catalog.add(
+        "3",
+        document(
+            ubl,
+            [line(template, sku="A", price="1")],
+            number="3",
+            issue_date=dt.date(2025, 3, 1),
+            type_code="381",
+        ),
+    )
+    catalog.add(
+        "4",
+        document(
+            ubl,
+            [line(template, sku="A", price="99")],
+            number="4",
+            issue_date=dt.date(2025, 4, 1),
+            currency="NOK",
+        ),
+    )
+    [product] = catalog.products()
+    assert product.price == Decimal("12") and product.price_date == dt.date(2025, 2, 1)
+    assert product.source_documents == ["4", "2"]  # texts from the newest, price from receipt 2
+
+
+def test_catalog_divides_the_price_by_its_base_quantity():
+    hu = reference("einvoices/cii/huf_example_cii.xml")
+    catalog = ProductCatalog(base_currency="HUF")
+    catalog.add("14", hu)
+    [product] = catalog.products()
+    # the first DIZEL line: 36109.00 HUF per 100 litres
+    assert product.price == Decimal("361.09")
+
+
+def test_catalog_classifications_and_gtin_come_along():
+    doc = reference("einvoices/ubl/ubl-21-en16931.xml")
+    catalog = ProductCatalog()
+    catalog.add("24", doc)
+    joio = {p.sku: p for p in catalog.products()}["JOIO50CL"]
+    assert joio.gtin == "3518370900150"
+    assert ("HS", "15092000") in {(c.list_id, c.code) for c in joio.classifications}
+
+
+def _newer_tb100a4(price: str = "11.90"):
+    base = reference("einvoices/zugferd-pdf/zugferd_2p0_EN16931_SEPA_Prenotification.pdf")
+    tb = base.lines[0]
+    assert tb.sku == "TB100A4"
+    return document(
+        base,
+        [line(tb, sku="TB100A4", price=price, quantity="5", name="Trennblätter A4 farbig")],
+        number="N-1",
+        issue_date=dt.date(2025, 4, 1),
+    )
