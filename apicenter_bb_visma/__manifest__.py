@@ -28,6 +28,5 @@
     "demo": [
         "demo/apicenter_demo.xml",
     ],
-    "installable": True,
     "application": True,
 }

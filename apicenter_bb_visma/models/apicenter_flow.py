@@ -9,7 +9,7 @@ mapping and its watermark. :meth:`_run` hands all of it to the pure flow class o
 import logging
 import time
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 
 from ..sync.sink import OdooRunSink
 from .apicenter_run import RUN_STATES
@@ -83,7 +83,6 @@ class ApicenterFlow(models.Model):
     batch_size = fields.Integer(default=100, required=True)
     mapping_id = fields.Many2one(
         "apicenter.mapping",
-        string="Mapping",
         domain="[('flow_type', 'in', [flow_type, False])]",
         help="Rules that turn a source record into the Visma.net payload. Empty: the flow's "
         "built-in default rules.",
@@ -94,10 +93,8 @@ class ApicenterFlow(models.Model):
     run_ids = fields.One2many("apicenter.run", "flow_id", string="Runs")
     last_run_id = fields.Many2one("apicenter.run", string="Latest Run", compute="_compute_last_run")
     last_run_date = fields.Datetime(string="Last Run", compute="_compute_last_run")
-    last_run_state = fields.Selection(
-        RUN_STATES, string="Last Run State", compute="_compute_last_run"
-    )
-    last_run_message = fields.Text(string="Last Run Message", compute="_compute_last_run")
+    last_run_state = fields.Selection(RUN_STATES, compute="_compute_last_run")
+    last_run_message = fields.Text(compute="_compute_last_run")
     # -- customers --------------------------------------------------------------------------
     company_rule = fields.Selection(
         [("auto", "Automatic"), ("company", "Always a company"), ("person", "Always a person")],
@@ -124,7 +121,7 @@ class ApicenterFlow(models.Model):
     use_default_debtor = fields.Boolean(
         help="Book documents without a known customer on one default customer."
     )
-    default_customer_number = fields.Char(string="Default Customer Number")
+    default_customer_number = fields.Char()
     missing_sku_policy = fields.Selection(
         [("create", "Create the item"), ("park", "Park the document")],
         string="Unknown SKU",
@@ -153,7 +150,6 @@ class ApicenterFlow(models.Model):
         "Farbe,Color,Größe,Size.",
     )
     variant_base_pattern = fields.Char(
-        string="Variant Base Pattern",
         help="Regular expression whose first group is the base SKU of a variant SKU.",
     )
     # -- stock --------------------------------------------------------------------------------

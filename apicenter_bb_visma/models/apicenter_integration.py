@@ -9,7 +9,7 @@ import json
 import logging
 from datetime import timedelta
 
-from odoo import _, api, fields, models, modules
+from odoo import api, fields, models, modules
 from odoo.exceptions import UserError, ValidationError
 
 _logger = logging.getLogger(__name__)
@@ -124,6 +124,11 @@ class ApicenterIntegration(models.Model):
             self.with_context(active_test=False).flow_ids._sync_cron()
         return result
 
+    def unlink(self):
+        # through the ORM, so that each flow takes its scheduled action along
+        self.with_context(active_test=False).flow_ids.unlink()
+        return super().unlink()
+
     def action_activate(self):
         self.write({"state": "active"})
 
@@ -131,10 +136,10 @@ class ApicenterIntegration(models.Model):
         self.write({"state": "draft"})
 
     def action_open_flows(self):
-        return self._open_related("apicenter.flow", _("Flows"))
+        return self._open_related("apicenter.flow", self.env._("Flows"))
 
     def action_open_runs(self):
-        return self._open_related("apicenter.run", _("Runs"))
+        return self._open_related("apicenter.run", self.env._("Runs"))
 
     def _open_related(self, model, name):
         self.ensure_one()
@@ -188,10 +193,10 @@ class ApicenterIntegration(models.Model):
         return VismaClient(**kwargs)
 
     def action_test_bb_connection(self):
-        return self._test_connection("bb", _("BuchhaltungsButler"))
+        return self._test_connection("bb", self.env._("BuchhaltungsButler"))
 
     def action_test_visma_connection(self):
-        return self._test_connection("visma", _("Visma.net"))
+        return self._test_connection("visma", self.env._("Visma.net"))
 
     def _test_connection(self, system, label):
         """Call the client's ``check_connection``; success as a notification, failure raises.
@@ -207,7 +212,7 @@ class ApicenterIntegration(models.Model):
             client = self._get_client(system)
         except ImportError as exc:
             raise UserError(
-                _(
+                self.env._(
                     "The %(system)s client is not available in this version: %(error)s",
                     system=label,
                     error=exc,
@@ -225,14 +230,18 @@ class ApicenterIntegration(models.Model):
                 close()
         detail = self._redact_text(_describe(result))
         self.message_post(
-            body=_("Connection test to %(system)s succeeded. %(detail)s", system=label, detail=detail)
+            body=self.env._(
+                "Connection test to %(system)s succeeded. %(detail)s", system=label, detail=detail
+            )
         )
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
-                "title": _("Connection successful"),
-                "message": _("%(system)s answered. %(detail)s", system=label, detail=detail),
+                "title": self.env._("Connection successful"),
+                "message": self.env._(
+                    "%(system)s answered. %(detail)s", system=label, detail=detail
+                ),
                 "type": "success",
                 "sticky": False,
             },
@@ -241,7 +250,9 @@ class ApicenterIntegration(models.Model):
     def _connection_error(self, label, exc):
         message = self._redact_text(exc.message)
         return UserError(
-            _("Connection to %(system)s failed: %(message)s", system=label, message=message)
+            self.env._(
+                "Connection to %(system)s failed: %(message)s", system=label, message=message
+            )
         )
 
     # -- redaction (defence in depth: the core already redacts) --------------------------------
@@ -280,7 +291,8 @@ class ApicenterIntegration(models.Model):
         """
         now = now or fields.Datetime.now()
         logs_deleted = runs_deleted = 0
-        integrations = self.sudo().with_context(active_test=False).search([])
+        # a handful of integrations per database: reading them all is cheap
+        integrations = self.sudo().with_context(active_test=False).search([])  # pylint: disable=no-search-all
         for integration in integrations:
             cutoff = now - timedelta(days=integration.log_retention_days)
             logs_deleted += self._purge_model(

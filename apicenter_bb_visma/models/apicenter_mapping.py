@@ -64,7 +64,10 @@ class ApicenterMapping(models.Model):
         children = {}
         for line in self.line_ids.filtered(lambda line: line.transform == "each"):
             child = self.search(
-                [("code", "=", line.transform_arg), ("company_id", "in", [self.company_id.id, False])],
+                [
+                    ("code", "=", line.transform_arg),
+                    ("company_id", "in", [self.company_id.id, False]),
+                ],
                 order="company_id",
                 limit=1,
             )
@@ -91,7 +94,6 @@ class ApicenterMappingLine(models.Model):
     )
     when = fields.Selection(WHEN, default="always", required=True)
     then = fields.Char(
-        string="Then",
         help="Further steps applied to the result, separated by ';', each 'transform:argument', "
         "e.g. 'strip; truncate:30'.",
     )

@@ -1,7 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
 """One execution of a flow: when, how it ended, what it did (counts), and its log lines."""
 
-from odoo import _, api, fields, models
+from odoo import api, fields, models
 
 RUN_STATES = [
     ("running", "Running"),
@@ -59,7 +59,7 @@ class ApicenterRun(models.Model):
         """The one-line summary posted to the run's and the flow's chatter."""
         self.ensure_one()
         state = dict(self._fields["state"]._description_selection(self.env))[self.state]
-        text = _(
+        text = self.env._(
             "%(state)s: %(created)s created, %(updated)s updated, %(skipped)s skipped, "
             "%(parked)s parked, %(failed)s failed in %(duration).1f s.",
             state=state,
@@ -71,16 +71,17 @@ class ApicenterRun(models.Model):
             duration=self.duration,
         )
         if self.dry_run:
-            text = _("Dry run. %s", text)
+            text = self.env._("Dry run. %s", text)
         if self.message:
             text = f"{text} {self.message}"
         return text
 
     def action_open_logs(self):
         self.ensure_one()
+        name = self.env._("Activity Log")
         return {
             "type": "ir.actions.act_window",
-            "name": _("Activity Log"),
+            "name": name,
             "res_model": "apicenter.log",
             "view_mode": "list,form",
             "domain": [("run_id", "=", self.id)],

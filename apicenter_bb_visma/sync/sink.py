@@ -70,16 +70,20 @@ class OdooRunSink:
         log_cr = (cursor_factory or flow.env.registry.cursor)()
         try:
             env = flow.env(cr=log_cr, su=True)
-            run = env["apicenter.run"].with_context(mail_create_nolog=True).create(
-                {
-                    "flow_id": flow.id,
-                    "integration_id": flow.integration_id.id,
-                    "date_start": fields.Datetime.now(),
-                    "state": "running",
-                    "dry_run": dry_run,
-                }
+            run = (
+                env["apicenter.run"]
+                .with_context(mail_create_nolog=True)
+                .create(
+                    {
+                        "flow_id": flow.id,
+                        "integration_id": flow.integration_id.id,
+                        "date_start": fields.Datetime.now(),
+                        "state": "running",
+                        "dry_run": dry_run,
+                    }
+                )
             )
-            log_cr.commit()
+            log_cr.commit()  # pylint: disable=invalid-commit
         except Exception:
             log_cr.close()
             raise
@@ -109,7 +113,7 @@ class OdooRunSink:
 
     def commit(self):
         """Make what went through the run cursor durable (the link store calls it per put)."""
-        self._cr.commit()
+        self._cr.commit()  # pylint: disable=invalid-commit
 
     # -- closing ------------------------------------------------------------------------------
     def close(self, state=None, message=None, cause_key=None):
@@ -134,7 +138,7 @@ class OdooRunSink:
             }
             run = self._save_run(vals)
             self._post_summary(run)
-            self._cr.commit()
+            self._cr.commit()  # pylint: disable=invalid-commit
         finally:
             self._cr.close()
         return self.flow.env["apicenter.run"].browse(self.run_id)
@@ -143,8 +147,8 @@ class OdooRunSink:
     def _state_from_counts(self):
         counts = self.counts
         if counts["failed_count"] and not any(
-            counts[key] for key in ("created_count", "updated_count", "skipped_count",
-                                    "parked_count")
+            counts[key]
+            for key in ("created_count", "updated_count", "skipped_count", "parked_count")
         ):
             return "failed"
         if counts["failed_count"] or counts["parked_count"]:
@@ -154,7 +158,7 @@ class OdooRunSink:
     def _save_run(self, vals):
         run = self.env["apicenter.run"].browse(self.run_id)
         run.write(dict(self.counts, **vals))
-        self._cr.commit()
+        self._cr.commit()  # pylint: disable=invalid-commit
         return run
 
     def _post_summary(self, run):
@@ -174,7 +178,7 @@ class OdooRunSink:
             return
         pending, self._pending = self._pending, []
         self.env["apicenter.log"].create(pending)
-        self._cr.commit()
+        self._cr.commit()  # pylint: disable=invalid-commit
 
     def _log_vals(self, result, action):
         redact = self._payload
@@ -225,4 +229,3 @@ def _as_dict(value):
         if hasattr(value, method):
             return getattr(value, method)()
     return value
-

@@ -1,10 +1,10 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
 from unittest.mock import patch
 
-from bbvisma.errors import AuthError
-
 from odoo.exceptions import UserError
 from odoo.tests import tagged
+
+from bbvisma.errors import AuthError
 
 from .common import SECRETS, ApicenterCase
 
@@ -73,7 +73,7 @@ class TestConnection(ApicenterCase):
 
     def test_real_bb_client_against_the_simulator_in_process(self):
         try:
-            from bbvisma.buchhaltungsbutler.client import BBClient  # noqa: F401
+            from bbvisma.buchhaltungsbutler.client import BBClient
             from bbvisma.simulators.buchhaltungsbutler import BBSimulator, default_seed
             from bbvisma.simulators.common import sim_http_client
         except ImportError as exc:  # the core is built in parallel; say so, do not hide it
@@ -94,7 +94,9 @@ class TestConnection(ApicenterCase):
 
         def over_simulator(integration, system, **options):
             options["http_client"] = sim_http_client(sim, "http://127.0.0.1:8071")
-            return original(integration, system, **options)
+            client = original(integration, system, **options)
+            self.assertIsInstance(client, BBClient)  # the real client, over the simulator
+            return client
 
         with patch.object(Integration, "_get_client", over_simulator):
             action = self.integration.action_test_bb_connection()

@@ -22,9 +22,19 @@ class _Result:
 
     def __init__(self, **kw):
         self.__dict__.update(
-            dict(entity="customer", target_key=None, message="", cause_key=None, source=None,
-                 payload=None, response=None, exchanges=[], duration_ms=1.0, dry_run=False,
-                 aborted_run=False)
+            dict(
+                entity="customer",
+                target_key=None,
+                message="",
+                cause_key=None,
+                source=None,
+                payload=None,
+                response=None,
+                exchanges=[],
+                duration_ms=1.0,
+                dry_run=False,
+                aborted_run=False,
+            )
         )
         self.__dict__.update(kw)
 
@@ -39,42 +49,48 @@ class TestLogSurvivesRollback(TransactionCase):
         def setup(env):
             integration = env["apicenter.integration"].create({"name": "Rollback test"})
             flow = env["apicenter.flow"].create(
-                {"name": "Rollback flow", "integration_id": integration.id,
-                 "flow_type": "customers"}
+                {
+                    "name": "Rollback flow",
+                    "integration_id": integration.id,
+                    "flow_type": "customers",
+                }
             )
             return integration.id, flow.id
 
         integration_id, flow_id = self._committed(setup)
 
         def cleanup(env):
-            integration = env["apicenter.integration"].browse(integration_id)
-            crons = integration.flow_ids.cron_id
-            integration.unlink()  # cascades flows, runs, logs, links
-            crons.unlink()
+            # flows (with their scheduled actions), runs, logs and links go with it
+            env["apicenter.integration"].browse(integration_id).unlink()
 
         self.addCleanup(self._committed, cleanup)
 
-        with self.assertRaises(ZeroDivisionError):
-            with self.registry.cursor() as main_cr:  # rolled back when the block raises
-                env = api.Environment(main_cr, SUPERUSER_ID, {})
-                flow = env["apicenter.flow"].browse(flow_id)
-                sink = OdooRunSink.open(flow)
-                store = OdooLinkStore(sink.env, integration_id, commit=sink.commit)
-                store.put("customer", "C-1", "V-1", "hash")
-                sink.record(_Result(source_key="C-1", action="create", target_key="V-1"))
-                sink.batch_done(None, [])
-                flow.watermark = "2026-01-01"  # main transaction work, to be rolled back
-                main_cr.execute("SELECT 1")
-                sink.close()
-                raise ZeroDivisionError  # the main transaction fails after the work
+        # the main cursor is rolled back when the block raises
+        with self.assertRaises(ZeroDivisionError), self.registry.cursor() as main_cr:
+            env = api.Environment(main_cr, SUPERUSER_ID, {})
+            flow = env["apicenter.flow"].browse(flow_id)
+            sink = OdooRunSink.open(flow)
+            store = OdooLinkStore(sink.env, integration_id, commit=sink.commit)
+            store.put("customer", "C-1", "V-1", "hash")
+            sink.record(_Result(source_key="C-1", action="create", target_key="V-1"))
+            sink.batch_done(None, [])
+            flow.watermark = "2026-01-01"  # main transaction work, to be rolled back
+            main_cr.execute("SELECT 1")
+            sink.close()
+            raise ZeroDivisionError  # the main transaction fails after the work
 
         def check(env):
             flow = env["apicenter.flow"].browse(flow_id)
             logs = env["apicenter.log"].search([("flow_id", "=", flow_id)])
             links = env["apicenter.link"].search([("integration_id", "=", integration_id)])
             runs = env["apicenter.run"].search([("flow_id", "=", flow_id)])
-            return (logs.mapped("source_key"), links.mapped("target_key"), runs.mapped("state"),
-                    flow.watermark, len(flow.message_ids.filtered(lambda m: "1 created" in m.body)))
+            return (
+                logs.mapped("source_key"),
+                links.mapped("target_key"),
+                runs.mapped("state"),
+                flow.watermark,
+                len(flow.message_ids.filtered(lambda m: "1 created" in m.body)),
+            )
 
         logs, links, states, watermark, summaries = self._committed(check)
         self.assertEqual(logs, ["C-1"], "the log line survived")

@@ -17,14 +17,24 @@ class TestPurge(ApicenterCase):
         for age in ages_in_days:
             when = NOW - timedelta(days=age)
             run = self.env["apicenter.run"].create(
-                {"flow_id": flow.id, "integration_id": integration.id, "date_start": when,
-                 "state": "done"}
+                {
+                    "flow_id": flow.id,
+                    "integration_id": integration.id,
+                    "date_start": when,
+                    "state": "done",
+                }
             )
             runs |= run
             logs |= self.env["apicenter.log"].create(
-                {"run_id": run.id, "flow_id": flow.id, "integration_id": integration.id,
-                 "date": when, "entity": "customer", "source_key": f"age-{age}",
-                 "action": "create"}
+                {
+                    "run_id": run.id,
+                    "flow_id": flow.id,
+                    "integration_id": integration.id,
+                    "date": when,
+                    "entity": "customer",
+                    "source_key": f"age-{age}",
+                    "action": "create",
+                }
             )
         return runs, logs
 

@@ -8,11 +8,11 @@ state on the run, the summary in the chatter, links and watermark, redaction, se
 
 from unittest.mock import patch
 
+from odoo.tests import tagged
+
 import bbvisma.flows
 from bbvisma.engine import Flow, SourceItem
 from bbvisma.errors import AuthError, DataError, ServerError
-
-from odoo.tests import tagged
 
 from .common import SECRETS, ApicenterCase
 
@@ -49,7 +49,7 @@ class ListFlow(Flow):
             raise DataError("no VAT code for S 19", cause="unmapped:vat_codes:S19")
         return dict(item.data), {"name": item.data["name"]}
 
-    def create(self, item, payload):
+    def create(self, item, payload):  # pylint: disable=method-required-super
         if item.data.get("auth"):
             raise AuthError("Visma.net refused the token", system="visma", status=401)
         if item.data.get("fail"):

@@ -66,8 +66,11 @@ class TestSecurity(ApicenterCase):
             {"name": "Theirs", "integration_id": theirs.id, "flow_type": "stock"}
         )
         user = new_test_user(
-            self.env, login="apicenter_user_main_company", groups=f"base.group_user,{USER}",
-            company_id=self.env.company.id, company_ids=[self.env.company.id],
+            self.env,
+            login="apicenter_user_main_company",
+            groups=f"base.group_user,{USER}",
+            company_id=self.env.company.id,
+            company_ids=[self.env.company.id],
         )
         Integration = self.env["apicenter.integration"].with_user(user)
         self.assertIn(self.integration, Integration.search([]))
