@@ -463,6 +463,27 @@ class Flow(abc.ABC):
                 result.exchanges = recorder.end()
         return result
 
+    def sync_nested(self, item: SourceItem) -> RecordResult:
+        """Sync one record *inside another flow's record* -- e.g. the orders flow creating the
+        customer of an order through the customers flow, so the rules live in one place.
+
+        The same steps as :meth:`process` (link, build, decide, create/update with lookup
+        before create, link stored at once, after_write), but exceptions propagate to the
+        calling record (which parks or fails as a whole) and the HTTP exchanges stay in the
+        calling record's log line. Returns the result with the action taken and the target
+        key (``None`` in a dry run of a create).
+        """
+        result = RecordResult(
+            self.entity,
+            item.key,
+            Action.ERROR,
+            dry_run=self.ctx.dry_run,
+            label=item.label,
+            modified=item.modified,
+        )
+        self._process(item, result)
+        return result
+
     def _process(self, item: SourceItem, result: RecordResult) -> None:
         ctx = self.ctx
         link = self.link_for(item)

@@ -14,13 +14,15 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from conftest import BBContractGuard
+
 from bbvisma.buchhaltungsbutler.client import BBClient
 from bbvisma.engine import ExchangeRecorder, FlowContext, RecordResult
 from bbvisma.linkstore import MemoryDocumentCache, MemoryLinkStore
 from bbvisma.simulators.buchhaltungsbutler import BBSimulator
 from bbvisma.simulators.buchhaltungsbutler import default_seed as bb_default_seed
 from bbvisma.simulators.common import FakeClock, sim_http_client
-from bbvisma.simulators.vismanet import VismaSimulator
+from bbvisma.simulators.vismanet import ContractGuard, VismaSimulator
 from bbvisma.simulators.vismanet import default_seed as visma_default_seed
 from bbvisma.vismanet.client import VismaClient
 
@@ -77,6 +79,9 @@ class Rig:
     bb: BBClient
     visma: VismaClient
     recorder: ExchangeRecorder
+    #: contract guards around both simulators: every answer is checked against the specs
+    bb_guard: Any = None
+    visma_guard: Any = None
     links: MemoryLinkStore = field(default_factory=MemoryLinkStore)
     documents: MemoryDocumentCache = field(default_factory=MemoryDocumentCache)
     api_key: str = ""
@@ -121,6 +126,9 @@ class Rig:
             if e["method"] in ("POST", "PUT") and not e["path"].startswith("/connect")
         ]
 
+    def contract_violations(self) -> list[str]:
+        return [*self.bb_guard.violations, *self.visma_guard.violations]
+
     def clear_logs(self) -> None:
         self.visma_sim.requests.clear()
         self.bb_sim.requests.clear()
@@ -141,10 +149,12 @@ def make_rig(
     visma_sim = VismaSimulator(clock=clock)
     visma_sim.load_seed(visma_section)
     recorder = ExchangeRecorder()
+    bb_guard = BBContractGuard(bb_sim)
+    visma_guard = ContractGuard(visma_sim)
     bb = BBClient(
         base_url=BB_BASE,
         **bb_credentials(bb_section),
-        http_client=sim_http_client(bb_sim, BB_BASE),
+        http_client=sim_http_client(bb_guard, BB_BASE),
         on_exchange=recorder,
         sleep=clock.sleep,
         clock=clock.monotonic,
@@ -154,7 +164,7 @@ def make_rig(
         base_url=VISMA_BASE,
         token_url=VISMA_BASE + "/connect/token",
         **visma_credentials(visma_section),
-        http_client=sim_http_client(visma_sim, VISMA_BASE),
+        http_client=sim_http_client(visma_guard, VISMA_BASE),
         on_exchange=recorder,
         sleep=clock.sleep,
         clock=clock.monotonic,
@@ -166,5 +176,61 @@ def make_rig(
         bb=bb,
         visma=visma,
         recorder=recorder,
+        bb_guard=bb_guard,
+        visma_guard=visma_guard,
         api_key=bb_credentials(bb_section)["api_key"],
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A Visma.net tenant that can book every reference e-invoice
+# --------------------------------------------------------------------------------------------
+#: the foreign VAT rates of the reference samples (NL, NO, DK, SE, FR, HU, HR ...): a German
+#: seller books them as OSS / foreign VAT; each gets its own VAT and VAT category
+FOREIGN_RATES = ("5.5", "6", "10", "12", "15", "20", "21", "25", "27")
+
+
+def _category_id(rate: str) -> str:
+    return "OSS" + rate.replace(".", "")
+
+
+def foreign_vat_seed() -> dict[str, Any]:
+    """The default Visma.net seed plus foreign-rate VAT categories and the two countries of
+    seed debtors the demo tenant lacks (AF, HR)."""
+    seed = visma_default_seed()
+    section = seed.get("vismanet", seed)
+    for rate in FOREIGN_RATES:
+        vat_id = "VAT" + rate.replace(".", "")
+        section["vats"].append(
+            {
+                "vatId": vat_id,
+                "description": f"Foreign VAT {rate} %",
+                "type": "Sales",
+                "calculateOn": "ItemAmount",
+                "schedules": [
+                    {
+                        "startDate": "2007-01-01T00:00:00",
+                        "vatRate": float(rate),
+                        "groupType": "Output",
+                    }
+                ],
+            }
+        )
+        section["vatCategories"].append(
+            {
+                "vatCategoryId": _category_id(rate),
+                "description": f"Foreign VAT {rate} %",
+                "active": True,
+                "vatCategoryLines": [{"vatId": vat_id, "type": "Sales"}],
+            }
+        )
+    section["countries"].update({"AF": "Afghanistan", "HR": "Kroatien"})
+    return seed
+
+
+def foreign_vat_maps(value_maps: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """``value_maps`` plus ``vat_codes`` for the foreign rates of :func:`foreign_vat_seed`."""
+    maps = copy.deepcopy(value_maps)
+    for rate in FOREIGN_RATES:
+        maps["vat_codes"][f"S:{rate}"] = _category_id(rate)
+    return maps

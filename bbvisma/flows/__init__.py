@@ -1,11 +1,18 @@
 """The flows: one class per kind of record synced from BuchhaltungsButler to Visma.net.
 
 ``FLOW_CLASSES`` maps a flow type (the Odoo flow record's ``flow_type``) to its class; the
-addon looks flows up here. One line per flow, imports at the top.
+addon looks flows up here. One line per flow, imports at the top. Default mappings and value
+maps: :mod:`bbvisma.flows.defaults`.
 """
 
 from __future__ import annotations
 
 from bbvisma.engine import Flow
 
-FLOW_CLASSES: dict[str, type[Flow]] = {}
+from .customers import CustomersFlow
+from .orders import OrdersFlow
+
+FLOW_CLASSES: dict[str, type[Flow]] = {
+    "customers": CustomersFlow,
+    "orders": OrdersFlow,
+}
