@@ -19,20 +19,16 @@ from typing import Any
 from flow_fixtures import Rig
 
 from bbvisma.einvoice import read_path
+from bbvisma.flows.defaults import default_mapping, default_value_maps
 from bbvisma.flows.documents import receipt_fingerprint
-from bbvisma.flows.products import ProductsFlow, default_mapping, load_defaults
+from bbvisma.flows.products import ProductsFlow
 from bbvisma.records import Characteristic, Document, DocumentLine
 from bbvisma.reference import reference_dir
 
 
 def value_maps(**extra: dict[str, str]) -> dict[str, dict[str, str]]:
     """The default value maps (``defaults/value_maps.json``), plus/overridden by ``extra``."""
-    data = load_defaults("value_maps")
-    maps = {
-        name: {str(k): str(v) for k, v in table.items()}
-        for name, table in data.items()
-        if not name.startswith("_") and isinstance(table, dict)
-    }
+    maps = default_value_maps()
     maps.update(extra)
     return maps
 

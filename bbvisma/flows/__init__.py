@@ -11,8 +11,16 @@ from bbvisma.engine import Flow
 
 from .customers import CustomersFlow
 from .orders import OrdersFlow
+from .prices import PricesFlow
+from .products import ProductsFlow
+from .shipments import ShipmentsFlow
+from .stock import StockFlow
 
 FLOW_CLASSES: dict[str, type[Flow]] = {
     "customers": CustomersFlow,
     "orders": OrdersFlow,
+    "products": ProductsFlow,
+    "stock": StockFlow,
+    "prices": PricesFlow,
+    "shipments": ShipmentsFlow,
 }

@@ -67,14 +67,13 @@ Images: see :data:`IMAGES_NOTE`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
 from bbvisma.errors import ConfigError, DataError, NotFound, OutcomeUnknown
+from bbvisma.flows.defaults import default_mapping
 from bbvisma.flows.derived import (
     DocumentStats,
     ProductCatalog,
@@ -84,12 +83,9 @@ from bbvisma.flows.derived import (
 )
 from bbvisma.flows.documents import ReceiptDocuments
 from bbvisma.linkstore import Link, content_hash
-from bbvisma.mapper import Mapping
 from bbvisma.records import Product
 
-__all__ = ["IMAGES_NOTE", "ProductsFlow", "default_mapping", "load_defaults"]
-
-DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+__all__ = ["IMAGES_NOTE", "ProductsFlow", "default_mapping", "setting"]
 
 #: shown on the products flow form instead of an image setting
 IMAGES_NOTE = (
@@ -100,25 +96,6 @@ IMAGES_NOTE = (
 
 #: the attribute that links a variant to its base SKU (see the module docstring)
 VARIANT_BASE_ATTRIBUTE = "BASESKU"
-
-
-def load_defaults(name: str) -> Any:
-    """The JSON file ``defaults/<name>.json`` shipped with the flows."""
-    path = DEFAULTS_DIR / f"{name}.json"
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"default file {path.name} is missing") from None
-
-
-def default_mapping(name: str) -> Mapping:
-    """The default :class:`Mapping` of flow ``name`` from ``defaults/<name>.json``
-    (``{"rows": [...], "children": {child: [rows]}}``, or a bare list of rows)."""
-    data = load_defaults(name)
-    if isinstance(data, list):
-        return Mapping.from_rows(name, data)
-    return Mapping.from_rows(name, data.get("rows", []), data.get("children") or {})
 
 
 def setting(ctx: FlowContext, defaults: dict[str, Any], key: str) -> Any:
