@@ -96,6 +96,7 @@ class StockFlow(Flow):
         "base_currency": "EUR",
         #: how far back (days) the lookup-before-create searches adjustments
         "adjustment_lookup_days": 30,
+        "branch": None,
     }
 
     def __init__(self, ctx: FlowContext):
@@ -299,19 +300,28 @@ class StockFlow(Flow):
                 "difference": _plain(difference),
             }
             if difference != ZERO:
-                line = {
-                    "operation": "Insert",
-                    "inventoryNumber": sku,
-                    "warehouseId": warehouse,
-                    "quantity": float(difference),
-                    "description": f"BB derived {_plain(derived[sku])} ({mode})",
-                }
                 cost = managed[sku].unit_cost
-                if difference > ZERO and cost is not None:
-                    line["unitCost"] = float(cost)
-                lines.append(line)
+                lines.append(
+                    {
+                        "sku": sku,
+                        "warehouse": warehouse,
+                        "quantity": _plain(difference),
+                        # a receipt into stock is valued at the newest purchase price
+                        "unit_cost": _plain(cost)
+                        if difference > ZERO and cost is not None
+                        else None,
+                        "derived": _plain(derived[sku]),
+                        "target": _plain(target),
+                        "mode": mode,
+                    }
+                )
         source["checked"] = checks
-        payload["adjustment"] = self._adjustment(warehouse, lines, link) if lines else None
+        if lines:
+            adjustment = self._adjustment(warehouse, lines, link)
+            source["adjustment"] = adjustment
+            payload["adjustment"] = self.map(adjustment, None)
+        else:
+            payload["adjustment"] = None
         return source, payload
 
     def _changed(self, warehouse: str, derived: dict[str, Decimal]) -> list[str]:
@@ -336,15 +346,17 @@ class StockFlow(Flow):
         return ZERO, ZERO
 
     def _adjustment(self, warehouse: str, lines: list[dict], link: Link | None) -> dict:
+        """The canonical adjustment the mapping (``defaults/stock.json``) turns into an
+        ``InventoryAdjustmentUpdateDto``; its external reference is deterministic."""
         sequence = int(((link.meta or {}).get("sequence") or 0) if link else 0) + 1
         digest = content_hash({"warehouse": warehouse, "lines": lines})[:10].upper()
-        today = self.ctx.now().date()
         return {
-            "externalReference": f"BBSTOCK-{warehouse}-{sequence:04d}-{digest}",
-            "description": f"Stock derived from BuchhaltungsButler e-invoices ({self.mode})",
-            "date": today.isoformat(),
-            "hold": False,
-            "adjustmentLines": lines,
+            "external_reference": f"BBSTOCK-{warehouse}-{sequence:04d}-{digest}",
+            "warehouse": warehouse,
+            "mode": self.mode,
+            "date": self.ctx.now().date().isoformat(),
+            "branch": self.setting("branch"),
+            "lines": lines,
         }
 
     def hash_payload(self, payload: dict) -> str:
