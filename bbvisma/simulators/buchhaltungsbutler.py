@@ -69,6 +69,7 @@ import json
 import math
 import re
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -235,6 +236,10 @@ class BBSimulator(SimulatorBase):
         self.credentials: dict[str, str] = {}
         self.companies: dict[str, Company] = {}
         self.quota_refusals = 0
+        #: optional ``file_loader(record) -> (bytes, "xml"|"pdf") | None``: serves receipt files
+        #: generated on demand (benchmarks: 50 000 e-invoices never sit in memory as files);
+        #: ``None`` from it, or no loader, reads ``record["file"]`` from the reference folder
+        self.file_loader: Callable[[dict[str, Any]], tuple[bytes, str] | None] | None = None
         self._routes = {
             "/settings/get/debtors": self._get_debtors,
             "/settings/add/debtor": self._add_debtor,
@@ -363,6 +368,28 @@ class BBSimulator(SimulatorBase):
             record["_modified"] = self.clock.now()
             company.receipts[new_id] = record
             return str(new_id)
+
+    def add_records(
+        self, api_key: str, *, debtors: Iterable[dict] = (), receipts: Iterable[dict] = ()
+    ) -> int:
+        """Bulk-load debtors and receipts (seed shape, ``modified`` optional) into an existing
+        company from any iterable -- a generator works, nothing is copied first (unlike
+        :meth:`load_seed`, these records are not restored by ``/_sim/reset``). Returns the
+        number of records added."""
+        added = 0
+        with self.lock:
+            company = self.company(api_key)
+            loaded_at = self.clock.now()
+            for debtor in debtors:
+                record = self._stamp(dict(debtor), loaded_at)
+                record["postingaccount_number"] = str(record["postingaccount_number"])
+                company.debtors[record["postingaccount_number"]] = record
+                added += 1
+            for receipt in receipts:
+                record = self._stamp(dict(receipt), loaded_at)
+                company.receipts[int(record["id_by_customer"])] = record
+                added += 1
+        return added
 
     def set_active(self, api_key: str, active: bool) -> None:
         with self.lock:
@@ -807,11 +834,21 @@ class BBSimulator(SimulatorBase):
         values["file_content"] = None
         values["file_type"] = None
         if body.get("get_file") and record.get("file"):
-            path = reference_dir() / record["file"]
-            values["file_content"] = base64.b64encode(path.read_bytes()).decode("ascii")
-            values["file_type"] = "pdf" if path.suffix.lower() == ".pdf" else "xml"
+            content, file_type = self._file(record)
+            values["file_content"] = base64.b64encode(content).decode("ascii")
+            values["file_type"] = file_type
         data = {k: values.get(k) for k in self._receipt_fields}
         return json_response(200, {"success": True, "message": "", "data": data})
+
+    def _file(self, record: dict[str, Any]) -> tuple[bytes, str]:
+        """``(bytes, "pdf"|"xml")`` of a receipt's file: from :attr:`file_loader` if it serves
+        this record, else the reference file ``record["file"]`` names."""
+        if self.file_loader is not None:
+            loaded = self.file_loader(record)
+            if loaded is not None:
+                return loaded
+        path = reference_dir() / record["file"]
+        return path.read_bytes(), "pdf" if path.suffix.lower() == ".pdf" else "xml"
 
     # ========================================================================================
     # Transactions

@@ -1,0 +1,245 @@
+"""One measured run of one flow: calls, throughput, engine-side time, memory.
+
+:func:`measure_run` runs a flow through the pure engine (``Flow.run``) on a :class:`~bench.rig.
+Rig` and returns a :class:`RunMeasure`. The numbers and how they are obtained:
+
+``visma_calls``      API requests that reached the Visma.net simulator (token requests apart)
+``visma_writes``     POST/PUT requests among them
+``bb_calls``         requests that reached the BuchhaltungsButler simulator
+``bb_pages_repeated`` list pages (same path, filters and offset) read more than once in the run
+``wall_s``           wall time of ``Flow.run``
+``sim_s``            wall time spent inside the two simulators (:class:`~bench.rig.TimedApp`)
+``engine_s``         ``wall_s - sim_s``: engine, flow, mapping, e-invoice reading, clients,
+                     transport and the in-process HTTP round trip -- everything but the
+                     simulated servers
+``virtual_s``        time the FakeClock advanced: pacing waits (BuchhaltungsButler's 100/min,
+                     Visma.net's hourly quota) and back-offs, which cost no wall time here
+``peak_kib``/``retained_kib`` (with ``memory=True``) tracemalloc's peak during the run above
+                     the level before it, and what was still allocated after it (the
+                     simulators' new state, the link store -- data that lives in other
+                     systems or the database in production); ``transient_kib`` = peak -
+                     retained: the working set of the run itself, which must not grow with N
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+import tracemalloc
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bbvisma.engine import Action, Flow, RecordResult, RunReport
+from bbvisma.vismanet.client import DEFAULT_PAGE_SIZE
+
+from .rig import Rig
+
+#: the Visma.net list a flow's own records live in (its "master data" for the call budget)
+ENTITY_TABLES = {
+    "customers": ("customers", "/v1/customer"),
+    "products": ("inventory", "/v1/inventory"),
+    "orders": ("invoices", "/v2/customerinvoice"),
+    "stock": ("adjustments", "/v1/inventoryadjustment"),
+}
+
+
+def flow_class(flow_type: str) -> type[Flow]:
+    """The flow class from ``bbvisma.flows.FLOW_CLASSES`` (the registry the Odoo addon uses);
+    flows not registered there yet are taken from their module."""
+    from bbvisma import flows
+
+    registered = getattr(flows, "FLOW_CLASSES", {})
+    if flow_type in registered:
+        return registered[flow_type]
+    import importlib
+
+    module = importlib.import_module(f"bbvisma.flows.{flow_type}")
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and issubclass(value, Flow)
+            and value.__module__ == module.__name__
+        ):
+            return value
+    raise LookupError(f"no flow class for {flow_type!r}")
+
+
+class CountingSink:
+    """A RunSink that keeps counts, causes and a few examples -- nothing that grows with N
+    (but ``keep`` results when a test needs them)."""
+
+    def __init__(self, *, keep: bool = False, examples: int = 3):
+        self.counts: Counter[str] = Counter()
+        self.causes: Counter[str] = Counter()
+        self.examples: list[str] = []
+        self.max_examples = examples
+        self.results: list[RecordResult] | None = [] if keep else None
+        self.watermarks: list[str | None] = []
+
+    def record(self, result: RecordResult) -> None:
+        action = result.action.value
+        self.counts[action] += 1
+        if result.action in (Action.PARK, Action.ERROR):
+            self.causes[f"{action}:{_cause_family(result.cause_key)}"] += 1
+            if len(self.examples) < self.max_examples:
+                self.examples.append(f"{result.source_key}: {action} {result.message[:160]}")
+        if self.results is not None:
+            self.results.append(result)
+
+    def batch_done(self, watermark: str | None, results: list[RecordResult]) -> None:
+        self.watermarks.append(watermark)
+
+
+def _cause_family(cause: str | None) -> str:
+    """``missing_sku:BN000001`` -> ``missing_sku``: causes grouped for the report."""
+    return (cause or "none").split(":", 1)[0]
+
+
+@dataclass
+class RunMeasure:
+    flow: str
+    n: int
+    label: str
+    items: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    causes: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    aborted: str | None = None
+    visma_calls: int = 0
+    visma_writes: int = 0
+    visma_kinds: dict[str, int] = field(default_factory=dict)
+    visma_page_lists: dict[str, int] = field(default_factory=dict)
+    visma_429: int = 0
+    bb_calls: int = 0
+    bb_pages: int = 0
+    bb_pages_repeated: int = 0
+    bb_gets: int = 0
+    wall_s: float = 0.0
+    sim_s: float = 0.0
+    virtual_s: float = 0.0
+    master_records: int = 0
+    peak_kib: float | None = None
+    retained_kib: float | None = None
+    watermark: str | None = None
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def written(self) -> int:
+        return self.counts.get("create", 0) + self.counts.get("update", 0)
+
+    @property
+    def engine_s(self) -> float:
+        return max(0.0, self.wall_s - self.sim_s)
+
+    @property
+    def engine_ms_per_record(self) -> float:
+        return 1000.0 * self.engine_s / self.items if self.items else 0.0
+
+    @property
+    def records_per_s(self) -> float:
+        return self.items / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def visma_per_written(self) -> float | None:
+        return self.visma_calls / self.written if self.written else None
+
+    @property
+    def bb_per_read(self) -> float | None:
+        return self.bb_calls / self.items if self.items else None
+
+    @property
+    def transient_kib(self) -> float | None:
+        if self.peak_kib is None or self.retained_kib is None:
+            return None
+        return max(0.0, self.peak_kib - max(0.0, self.retained_kib))
+
+    @property
+    def call_budget(self) -> float:
+        """1.05 x records written + one page per pageSize of the flow's master data + one page
+        for each other master-data list the run paged through unfiltered."""
+        own = ENTITY_TABLES.get(self.flow, (None, None))[1]
+        others = sum(1 for path in self.visma_page_lists if path != own)
+        pages = math.ceil(self.master_records / DEFAULT_PAGE_SIZE) if self.master_records else 0
+        return 1.05 * self.written + pages + others
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        for name in (
+            "written",
+            "engine_s",
+            "engine_ms_per_record",
+            "records_per_s",
+            "visma_per_written",
+            "bb_per_read",
+            "transient_kib",
+            "call_budget",
+        ):
+            data[name] = getattr(self, name)
+        return data
+
+
+def measure_run(
+    rig: Rig,
+    flow_type: str,
+    label: str,
+    *,
+    n: int,
+    settings: dict[str, Any] | None = None,
+    memory: bool = False,
+    batch_size: int = 100,
+    sink: CountingSink | None = None,
+) -> tuple[RunMeasure, RunReport]:
+    """Run ``flow_type`` once on ``rig`` (since its stored watermark) and measure it."""
+    sink = sink or CountingSink()
+    ctx = rig.context(flow_type, settings=settings, sink=sink, batch_size=batch_size)
+    rig.clear_logs()
+    virtual_before = rig.clock.now()
+    cls = flow_class(flow_type)
+    since = rig.watermarks.get(flow_type)
+    gc.collect()
+    if memory:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+    started = time.perf_counter()
+    try:
+        report = cls(ctx).run(since=since)
+    finally:
+        wall = time.perf_counter() - started
+        if memory:
+            # the flow object is gone now: what is still allocated is retained state
+            ctx = None
+            gc.collect()
+            current, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+    if report.watermark is not None:
+        rig.watermarks[flow_type] = report.watermark
+    m = RunMeasure(flow_type, n, label)
+    m.items = report.items
+    m.counts = {k: v for k, v in report.counts.items() if v}
+    m.causes = dict(sink.causes)
+    m.examples = list(sink.examples)
+    m.aborted = report.aborted
+    m.watermark = report.watermark
+    vk = rig.visma_app.kinds
+    m.visma_kinds = {k: v for k, v in vk.items() if k != "token"}
+    m.visma_calls = sum(m.visma_kinds.values())
+    m.visma_writes = vk.get("write", 0)
+    m.visma_page_lists = dict(rig.visma_app.page_lists)
+    m.visma_429 = rig.visma_app.statuses.get(429, 0)
+    bk = rig.bb_app.kinds
+    m.bb_pages = bk.get("bb_page", 0)
+    m.bb_gets = bk.get("bb_get", 0)
+    m.bb_calls = m.bb_pages + m.bb_gets
+    m.bb_pages_repeated = sum(count - 1 for count in rig.bb_app.pages.values() if count > 1)
+    m.wall_s = wall
+    m.sim_s = rig.bb_app.seconds + rig.visma_app.seconds
+    m.virtual_s = rig.clock.now() - virtual_before
+    table = ENTITY_TABLES.get(flow_type, (None, None))[0]
+    m.master_records = len(getattr(rig.visma_sim, table, ()) or ()) if table else 0
+    if memory:
+        m.peak_kib = (peak - base) / 1024.0
+        m.retained_kib = (current - base) / 1024.0
+    return m, report
