@@ -854,10 +854,17 @@ class OrdersFlow(Flow):
         """Every item of the lines exists in Visma.net, or the record parks naming it."""
         known = self._inventory()
         visma = self.ctx.visma
+        create = self.settings["missing_sku_policy"] == "create"
         missing_skus: list[dict] = []
         for line in source["lines"]:
             item_id = line["item"]
             if item_id in known:
+                continue
+            if line["kind"] == "product" and create:
+                # ensure_inventory looks the SKU up first (created since the read?) and
+                # creates it only if it is still missing
+                number, _created = visma.ensure_inventory(self._item_payload(line))
+                known.add(number)
                 continue
             if visma.find_inventory(item_id) is not None:  # created since the read
                 known.add(item_id)
@@ -875,18 +882,13 @@ class OrdersFlow(Flow):
                 )
             if all(m["item"] != item_id for m in missing_skus):
                 missing_skus.append(line)
-        if not missing_skus:
-            return
-        if self.settings["missing_sku_policy"] == "park":
+        if missing_skus:
             names = ", ".join(m["item"] for m in missing_skus)
             raise DataError(
                 f"SKU {names} does not exist in Visma.net (missing_sku_policy=park): create "
                 "the item(s) or set missing_sku_policy=create, then replay",
                 cause=f"missing_sku:{missing_skus[0]['item']}",
             )
-        for line in missing_skus:
-            number, _created = visma.ensure_inventory(self._item_payload(line))
-            known.add(number)
 
     def _inventory(self) -> set[str]:
         if self._known_items is None:
