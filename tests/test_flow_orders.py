@@ -331,6 +331,16 @@ def test_payload_shapes_use_only_fields_of_the_visma_spec():
     )
 
 
+def test_skonto_text_and_payment_means_map_to_credit_terms_and_payment_method(rig):
+    results = by_key(flow(rig, missing_sku_policy="create", **only("37")).run())
+    results.update(by_key(flow(rig, missing_sku_policy="create", **only("30")).run()))
+    skonto = results["30"]  # "... 3% Skonto innerhalb 10 Tagen ..." in the terms text
+    assert skonto.source["payment_terms_key"] == "10S3"
+    assert rig.visma_sim.invoices[skonto.target_key]["creditTerms"]["id"] == "10S3"
+    debit = results["37"]  # payment means 59: SEPA direct debit
+    assert rig.visma_sim.invoices[debit.target_key]["paymentMethod"]["id"] == "LS"
+
+
 # -- receipts without e-invoice, VAT, customers, filters ----------------------------------------
 def test_receipt_without_einvoice_becomes_one_fallback_line_per_vat_rate(rig):
     result = by_key(flow(rig, **only("41")).run())["41"]  # plain PDF, 238.00 incl. 19 %
