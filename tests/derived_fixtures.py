@@ -155,3 +155,32 @@ def file_fetches(rig: Rig) -> list[str]:
         if "/receipts/get/" in path:
             fetched.append(path.rsplit("/", 1)[-1])
     return fetched
+
+
+_SNAPSHOT: dict[str, tuple[str, dict]] | None = None
+
+
+def warm_documents(rig: Rig) -> None:
+    """Fill the rig's document cache with the default seed's parsed documents, as an
+    integration that ran before holds them (parsed once per test session, not per test).
+    Tests that count file fetches must not call this."""
+    global _SNAPSHOT
+    if _SNAPSHOT is None:
+        from flow_fixtures import make_rig
+
+        from bbvisma.flows.documents import ReceiptDocuments
+
+        source = make_rig()
+        docs = ReceiptDocuments(source.context())
+        snapshot = {}
+        for direction in ("outbound", "inbound"):
+            for receipt in docs.iter_receipts(direction=direction, since=None):
+                fingerprint = receipt_fingerprint(receipt)
+                docs._entry(receipt)  # fetch and parse once
+                snapshot[receipt.id_by_customer] = (
+                    fingerprint,
+                    source.documents.get(receipt.id_by_customer, fingerprint),
+                )
+        _SNAPSHOT = snapshot
+    for receipt_id, (fingerprint, entry) in _SNAPSHOT.items():
+        rig.documents.put(receipt_id, fingerprint, entry)

@@ -16,6 +16,7 @@ from derived_fixtures import (
     results_by_key,
     run_products,
     value_maps,
+    warm_documents,
 )
 from flow_fixtures import make_rig
 
@@ -44,6 +45,7 @@ def sold_rig():
     """Products and orders synced; customer 10020 (Kunden AG Mitte, receipts 30/32/37) moved to
     the price class HAENDLER, every other customer of the orders is in STANDARD."""
     rig = make_rig()
+    warm_documents(rig)
     run_products(rig)
     run_orders(rig)
     rig.visma.update_customer("10020", {"priceClassId": "HAENDLER"})
@@ -209,6 +211,7 @@ def test_a_receipt_changed_in_bb_is_fetched_again_once():
 
 def test_receipts_not_sent_by_the_orders_flow_only_count_for_base_prices():
     rig = make_rig()
+    warm_documents(rig)
     run_products(rig)
     add_document(
         rig,

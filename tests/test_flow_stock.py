@@ -6,7 +6,15 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from derived_fixtures import add_document, document, line, reference, run_products, value_maps
+from derived_fixtures import (
+    add_document,
+    document,
+    line,
+    reference,
+    run_products,
+    value_maps,
+    warm_documents,
+)
 from flow_fixtures import make_rig
 
 from bbvisma.engine import Action
@@ -72,6 +80,7 @@ def widget_rig():
     supplier credit note of 2, a sale of 7 WIDGET and 2 GADGET, a customer credit note of 3
     WIDGET. (The seed's own SKUs are no items here: no products run.)"""
     rig = make_rig()
+    warm_documents(rig)
     rig.visma.create_inventory(
         {"inventoryNumber": "WIDGET", "description": "Widget", "itemClass": "WAREN"}
     )
@@ -199,6 +208,7 @@ def test_unmanaged_mode_flags_items_non_stock_and_writes_no_quantity(widget_rig)
 
 def test_no_adjustment_when_visma_already_holds_the_derived_quantity():
     rig = make_rig()
+    warm_documents(rig)
     rig.visma.create_inventory(
         {"inventoryNumber": "WIDGET", "description": "Widget", "itemClass": "WAREN"}
     )
@@ -253,6 +263,7 @@ def test_lost_create_answer_is_found_by_external_reference_not_sent_twice(widget
 
 def test_seed_run_after_products_adjusts_every_stock_item():
     rig = make_rig()
+    warm_documents(rig)
     run_products(rig)
     rig.clear_logs()
     _flow, result = run_stock(rig, stock_mode="on_hand", opening_balances={"TB100A4": 100})
