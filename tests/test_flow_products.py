@@ -177,6 +177,7 @@ def test_attribute_definitions_are_read_once_per_run_and_created_when_missing(ri
     assert len([e for e in reads if e["method"] == "GET"]) == 1  # one read for the whole run
     # names become ids: umlauts spelt out, cut to 10 characters
     assert {"AERMELLAEN", "GROESSE", "BASESKU"} <= set(rig.visma_sim.attributes)
+    assert rig.visma_sim.attributes["AERMELLAEN"]["description"] == "Ärmellänge"
     attributes = {a["id"]: a["value"] for a in rig.visma_sim.inventory["SOCKE-2"]["attributes"]}
     assert attributes == {"AERMELLAEN": "kurz", "GROESSE": "42", "BASESKU": "SOCKE"}
     assert results_by_key(report)["SOCKE-1"].action is Action.CREATE

@@ -15,21 +15,17 @@ entry per SKU, never the documents. Unchanged products cost no Visma.net call (l
 
 What the default mapping sends (``defaults/products.json``; rules are editable data):
 
-==========================  ============================================  ==============
-Visma.net field             from                                          when
-==========================  ============================================  ==============
-inventoryNumber             SKU (BT-155)                                  always
-description                 item name (BT-153)                            create
-body                        item description (BT-154)                     create
-baseUnit / purchaseUnit     unit (BT-130) via value map ``units``         create
-salesUnit                   unit via value map ``units``                  always
-defaultPrice                unit net price of the newest invoice          always
-vatCode                     VAT category:rate via value map ``vat_codes``  create
-itemClass / type            unit -> ``product_kinds`` -> ``item_classes``  create
-                            / ``item_types``
-attributeLines              characteristics (BT-160/161) + variant base   always
-_barcode                    GTIN (0160, or EAN written as scheme 0088)    always
-==========================  ============================================  ==============
+* ``inventoryNumber`` <- SKU (BT-155), always;
+* ``description`` <- item name (BT-153), create;
+* ``body`` <- item description (BT-154), create;
+* ``baseUnit`` / ``purchaseUnit`` <- unit (BT-130) via value map ``units``, create;
+* ``salesUnit`` <- unit via value map ``units``, always;
+* ``defaultPrice`` <- unit net price of the newest invoice in the base currency, always;
+* ``vatCode`` <- VAT ``category:rate`` via value map ``vat_codes`` (shared with orders), create;
+* ``itemClass`` / ``type`` <- unit -> value map ``product_kinds`` (goods/service) ->
+  ``item_classes`` / ``item_types``, create;
+* ``attributeLines`` <- characteristics (BT-160/161) and the variant base, always;
+* ``_barcode`` <- GTIN (scheme 0160, or an EAN written with scheme 0088), always.
 
 ``update_product_info`` (setting): off (default) -> an update sends only the ``always`` rules
 (price, sales unit, attributes, barcode), so a description or body a user completed in
@@ -129,6 +125,8 @@ class ProductsFlow(Flow):
         self._categories: dict[int, str] | None = None
         #: notes of the record being handled, put into its result's message
         self._notes: dict[str, list[str]] = {}
+        #: attribute id -> the characteristic name it came from (description of a new one)
+        self._attribute_names: dict[str, str] = {}
 
     # -- settings -------------------------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -228,9 +226,11 @@ class ProductsFlow(Flow):
                 )
                 continue
             wanted[attr] = (name, value)
+            self._attribute_names.setdefault(attr, name)
         if product.base_sku:
             base_attr = str(self.setting("variant_base_attribute") or VARIANT_BASE_ATTRIBUTE)
             wanted[base_attr] = ("variant of", product.base_sku)
+            self._attribute_names.setdefault(base_attr, "Variant of (base SKU)")
         if not wanted:
             return []
         definitions = self.attribute_definitions()
@@ -393,7 +393,8 @@ class ProductsFlow(Flow):
             attr = line.get("attributeId")
             if not attr or attr in definitions:
                 continue
-            payload = {"attributeID": attr, "description": attr, "controlType": "Text"}
+            description = self._attribute_names.get(attr, attr)
+            payload = {"attributeID": attr, "description": description, "controlType": "Text"}
             try:
                 self.ctx.visma.create_attribute(payload)
             except OutcomeUnknown:
