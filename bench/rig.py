@@ -81,6 +81,9 @@ class TimedApp:
         self.statuses: Counter[int] = Counter()
         #: writes per target record ("POST /v1/customer number=10001", "PUT /v1/customer/10001")
         self.write_keys: Counter[str] = Counter()
+        #: optional ``gate`` with ``enter()``/``leave()`` around each request (the fault suite's
+        #: lock-step of two concurrent runs)
+        self.gate: Any = None
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # requests, faults, clock ... of the simulator
@@ -94,10 +97,17 @@ class TimedApp:
             seen["status"] = int(status.split()[0])
             return start_response(status, headers, exc_info)
 
+        gate = self.gate
+        if gate is not None and environ.get("PATH_INFO", "").startswith("/connect"):
+            gate = None  # tokens are fetched under the client's lock: never make them wait
+        if gate is not None:
+            gate.enter()
         try:
             kind = self._classify(environ)
             return list(self.app(environ, capture))
         finally:
+            if gate is not None:
+                gate.leave()
             spent = time.perf_counter() - started
             with self._lock:
                 self.seconds += spent
