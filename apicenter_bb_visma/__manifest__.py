@@ -16,6 +16,7 @@
         "security/apicenter_security.xml",
         "security/ir.model.access.csv",
         "data/ir_cron_data.xml",
+        "data/apicenter_defaults.xml",
         "views/apicenter_integration_views.xml",
         "views/apicenter_flow_views.xml",
         "views/apicenter_run_views.xml",

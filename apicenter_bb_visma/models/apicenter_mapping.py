@@ -5,29 +5,37 @@ The rules are data; :meth:`ApicenterMapping._to_core` turns them into the plain 
 mapper (``bbvisma.mapper``) applies.
 """
 
-from odoo import fields, models
+import importlib
+
+from odoo import api, fields, models
+from odoo.tools.translate import LazyTranslate
 
 from .apicenter_flow import FLOW_TYPES
 
-TRANSFORMS = [
-    ("copy", "Copy"),
-    ("constant", "Constant"),
-    ("default", "Default if empty"),
-    ("value_map", "Value map"),
-    ("format", "Format"),
-    ("date", "Date"),
-    ("number", "Number"),
-    ("truncate", "Truncate"),
-    ("upper", "Upper case"),
-    ("lower", "Lower case"),
-    ("title", "Title case"),
-    ("strip", "Strip spaces"),
-    ("concat", "Concatenate"),
-    ("first", "First non-empty"),
-    ("split", "Split"),
-    ("bool", "Yes/No"),
-    ("each", "For each item"),
-]
+_lt = LazyTranslate(__name__)
+
+#: labels of the core's transforms, translatable here; a transform the core (or a flow) adds
+#: later still appears, with the core's English label (see _selection_transform)
+TRANSFORM_LABELS = {
+    "copy": _lt("Copy"),
+    "constant": _lt("Constant"),
+    "default": _lt("Default if empty"),
+    "value_map": _lt("Value map"),
+    "format": _lt("Format"),
+    "date": _lt("Date"),
+    "number": _lt("Number"),
+    "truncate": _lt("Truncate"),
+    "upper": _lt("Upper case"),
+    "lower": _lt("Lower case"),
+    "title": _lt("Title case"),
+    "strip": _lt("Strip spaces"),
+    "concat": _lt("Concatenate"),
+    "first": _lt("First non-empty"),
+    "split": _lt("Split"),
+    "bool": _lt("Yes/No"),
+    "each": _lt("For each item"),
+    "country": _lt("Country code (ISO 3166 alpha-2)"),
+}
 WHEN = [("always", "Always"), ("create", "On create"), ("update", "On update")]
 
 
@@ -53,8 +61,12 @@ class ApicenterMapping(models.Model):
 
     def _to_core(self, _seen=()):
         """This mapping as a ``bbvisma.mapper.Mapping`` (validated by the core: a wrong rule
-        raises ConfigError naming every problem). Child mappings of 'For each item' rules are
-        looked up by code and built the same way."""
+        raises ConfigError naming every problem).
+
+        A 'For each item' rule names its child mapping by the rule's argument, e.g. ``lines``;
+        the child is the mapping with code ``<this code>.lines`` (or, failing that, ``lines``),
+        built the same way.
+        """
         from bbvisma.errors import ConfigError
         from bbvisma.mapper import Mapping
 
@@ -62,18 +74,84 @@ class ApicenterMapping(models.Model):
         if self.code in _seen:
             raise ConfigError(f"mapping {self.code!r} contains itself through 'each' rules")
         children = {}
-        for line in self.line_ids.filtered(lambda line: line.transform == "each"):
-            child = self.search(
-                [
-                    ("code", "=", line.transform_arg),
-                    ("company_id", "in", [self.company_id.id, False]),
-                ],
-                order="company_id",
-                limit=1,
-            )
+        for arg in set(
+            self.line_ids.filtered(lambda r: r.transform == "each").mapped("transform_arg")
+        ):
+            child = self._find_by_code([f"{self.code}.{arg}", arg], self.company_id)
             if child:
-                children[child.code] = child._to_core(_seen=(*_seen, self.code))
+                children[arg] = child._to_core(_seen=(*_seen, self.code))
         return Mapping.from_rows(self.code, self.line_ids._to_rows(), children)
+
+    @api.model
+    def _find_by_code(self, codes, company):
+        """The first mapping with one of ``codes`` (in that order), the company's before a
+        shared one."""
+        candidates = self.search([("code", "in", codes), ("company_id", "in", [company.id, False])])
+        ranked = candidates.sorted(lambda m: (codes.index(m.code), not m.company_id))
+        return ranked[:1]
+
+    # -- the defaults of the core, as editable records --------------------------------------
+    @api.model
+    def _load_core_defaults(self):
+        """Create the core's default mappings and value maps (bbvisma.flows.defaults) as
+        records, once: a mapping or value map whose code exists already is left as it is, so
+        a user's edits survive module updates. Called by data/apicenter_defaults.xml."""
+        from bbvisma.flows.defaults import DEFAULTS_DIR, default_mapping_data, default_value_maps
+
+        flow_types = dict(FLOW_TYPES)
+        existing = set(
+            self.with_context(active_test=False).search([("code", "!=", False)]).mapped("code")
+        )
+        for path in sorted(DEFAULTS_DIR.glob("*.json")):
+            if path.stem == "value_maps":
+                continue
+            data = default_mapping_data(path.stem)
+            parts = [(path.stem, data["rows"])] + [
+                (f"{path.stem}.{child}", rows) for child, rows in sorted(data["children"].items())
+            ]
+            for code, rows in parts:
+                if code in existing:
+                    continue
+                self.create(
+                    {
+                        "name": f"{data['name']} ({code})" if "." in code else data["name"],
+                        "code": code,
+                        "flow_type": path.stem if path.stem in flow_types else False,
+                        "line_ids": [(0, 0, _line_vals(row)) for row in rows],
+                    }
+                )
+        ValueMap = self.env["apicenter.value.map"]
+        existing = set(
+            ValueMap.with_context(active_test=False).search([("code", "!=", False)]).mapped("code")
+        )
+        for code, table in sorted(default_value_maps().items()):
+            if code in existing:
+                continue
+            ValueMap.create(
+                {
+                    "name": code.replace("_", " ").capitalize(),
+                    "code": code,
+                    "line_ids": [
+                        (0, 0, {"sequence": index, "source_value": source, "target_value": target})
+                        for index, (source, target) in enumerate(table.items())
+                    ],
+                }
+            )
+
+
+def _line_vals(row):
+    """A core rule row (``bbvisma.mapper.Rule`` keys) as mapping line values."""
+    return {
+        "sequence": int(row.get("sequence") or 0),
+        "source_path": row.get("source") or False,
+        "target_field": row.get("target"),
+        "transform": row.get("transform") or "copy",
+        "transform_arg": row.get("arg") or False,
+        "then": row.get("then") or False,
+        "when": row.get("when") or "always",
+        "required": bool(row.get("required")),
+        "note": row.get("note") or False,
+    }
 
 
 class ApicenterMappingLine(models.Model):
@@ -86,7 +164,7 @@ class ApicenterMappingLine(models.Model):
     sequence = fields.Integer(default=10)
     source_path = fields.Char(help="Dotted path in the source record, e.g. buyer.address.city.")
     target_field = fields.Char(required=True, help="Dotted path in the Visma.net payload.")
-    transform = fields.Selection(TRANSFORMS, default="copy", required=True)
+    transform = fields.Selection("_selection_transform", default="copy", required=True)
     transform_arg = fields.Char(
         string="Argument",
         help="The transform's argument: the constant, the value map code, the format, "
@@ -99,6 +177,18 @@ class ApicenterMappingLine(models.Model):
     )
     required = fields.Boolean(help="Park the record when this rule yields no value.")
     note = fields.Char()
+
+    @api.model
+    def _selection_transform(self):
+        """The transforms the core knows, flows' own included: one list, never out of step."""
+        from bbvisma.mapper import transform_selection
+
+        importlib.import_module("bbvisma.flows")  # flows register their own transforms
+
+        return [
+            (name, self.env._(TRANSFORM_LABELS[name]) if name in TRANSFORM_LABELS else label)
+            for name, label in transform_selection()
+        ]
 
     def _to_rows(self):
         """The rules as the plain rows ``bbvisma.mapper.Rule.from_row`` reads."""

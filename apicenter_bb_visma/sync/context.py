@@ -31,9 +31,6 @@ def build_flow_context(flow, sink, dry_run=False):
     brackets per record: each log line carries the calls made for its own record.
     """
     integration = flow.integration_id
-    value_maps = flow.env["apicenter.value.map"].search(
-        [("company_id", "in", [integration.company_id.id, False])]
-    )
     recorder = ExchangeRecorder()
     with contextlib.ExitStack() as stack:
         bb = integration._get_client("bb", on_exchange=recorder)
@@ -42,8 +39,8 @@ def build_flow_context(flow, sink, dry_run=False):
         stack.callback(_close, visma)
         yield FlowContext(
             settings=flow._flow_settings(),
-            mapping=flow.mapping_id._to_core() if flow.mapping_id else None,
-            value_maps=value_maps._to_core(),
+            mapping=flow_mapping(flow),
+            value_maps=flow_value_maps(flow),
             links=OdooLinkStore(sink.env, integration.id, commit=sink.commit),
             sink=sink,
             bb=bb,
@@ -56,6 +53,36 @@ def build_flow_context(flow, sink, dry_run=False):
             recorder=recorder,
             redactor=integration._redactor(),
         )
+
+
+def flow_mapping(flow):
+    """The mapping a run uses: the flow's own, else the mapping whose code is the flow type
+    (the editable copy of the core's default), else the core's default itself, else None
+    (a flow type that needs no mapping)."""
+    from bbvisma.flows.defaults import DEFAULTS_DIR, default_mapping
+
+    mapping = flow.mapping_id or flow.env["apicenter.mapping"]._find_by_code(
+        [flow.flow_type], flow.integration_id.company_id
+    )
+    if mapping:
+        return mapping._to_core()
+    if (DEFAULTS_DIR / f"{flow.flow_type}.json").is_file():
+        return default_mapping(flow.flow_type)
+    return None
+
+
+def flow_value_maps(flow):
+    """``{code: {source: target}}``: the core's default tables, each replaced as a whole by
+    the value map record of the same code (the company's before a shared one)."""
+    from bbvisma.flows.defaults import default_value_maps
+
+    tables = default_value_maps()
+    records = flow.env["apicenter.value.map"].search(
+        [("company_id", "in", [flow.integration_id.company_id.id, False])]
+    )
+    for record in records.sorted(lambda r: bool(r.company_id)):  # company-specific last: wins
+        tables.update(record._to_core())
+    return tables
 
 
 def _close(client):

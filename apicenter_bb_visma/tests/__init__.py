@@ -2,6 +2,7 @@ from . import test_i18n
 from . import test_install
 from . import test_security
 from . import test_link
+from . import test_mapping
 from . import test_cron
 from . import test_purge
 from . import test_run

@@ -31,6 +31,9 @@ class TestGerman(TransactionCase):
         self.assertEqual(
             env.ref("apicenter_bb_visma.group_apicenter_manager").name, "Integrationsmanager"
         )
+        transforms = dict(env["apicenter.mapping.line"]._selection_transform())
+        self.assertEqual(transforms["truncate"], "Kürzen")
+        self.assertEqual(transforms["country"], "Ländercode (ISO 3166 Alpha-2)")
         run = env["apicenter.run"].new(
             {"state": "partial", "created_count": 2, "failed_count": 1, "duration": 1.5}
         )

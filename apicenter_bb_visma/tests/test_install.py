@@ -2,6 +2,8 @@
 from odoo.tests import tagged
 from odoo.tests.common import TransactionCase
 
+from bbvisma.simulators.__main__ import merged_default_seed
+
 MODELS = [
     "apicenter.integration",
     "apicenter.flow",
@@ -61,7 +63,20 @@ class TestInstall(TransactionCase):
         demo = self.env.ref("apicenter_bb_visma.demo_integration").sudo()
         self.assertEqual(demo.bb_base_url, "http://127.0.0.1:8071/api/v1")
         self.assertEqual(demo.visma_token_url, "http://127.0.0.1:8072/connect/token")
-        self.assertTrue(demo.bb_api_key and demo.visma_client_secret)
+        # the credentials are those of the simulators' default seeds
+        seed = merged_default_seed()
+        bb, visma = seed["buchhaltungsbutler"], seed["vismanet"]["credentials"]
+        self.assertEqual(
+            (demo.bb_api_client, demo.bb_api_secret),
+            (bb["api_clients"][0]["api_client"], bb["api_clients"][0]["api_secret"]),
+        )
+        self.assertEqual(demo.bb_api_key, bb["companies"][0]["api_key"])
+        self.assertEqual(
+            (demo.visma_client_id, demo.visma_client_secret),
+            (visma["clients"][0]["client_id"], visma["clients"][0]["client_secret"]),
+        )
+        self.assertEqual(demo.visma_tenant_id, visma["tenants"][0]["tenant_id"])
+        self.assertIn(demo.visma_company_id, visma["tenants"][0]["companies"])
         self.assertEqual(demo.state, "draft")
         self.assertTrue(demo.flow_ids)
         # a draft integration's flows have their scheduled action, but it is paused
