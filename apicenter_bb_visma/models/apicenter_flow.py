@@ -11,7 +11,7 @@ import time
 
 from odoo import api, fields, models
 
-from ..sync.sink import OdooRunSink
+from ..sync.sink import FlowBusy, OdooRunSink
 from .apicenter_run import RUN_STATES
 
 _logger = logging.getLogger(__name__)
@@ -242,7 +242,10 @@ class ApicenterFlow(models.Model):
         if not flow or not flow._cron_should_run():
             _logger.info("apicenter flow %s: not runnable now, scheduled run skipped", flow_id)
             return
-        flow._run()
+        try:
+            flow._run()
+        except FlowBusy as exc:
+            _logger.info("apicenter flow %s: scheduled run skipped: %s", flow_id, exc)
 
     # -- running ------------------------------------------------------------------------------
     def action_run_now(self):

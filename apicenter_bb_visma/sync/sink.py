@@ -15,10 +15,12 @@ integration rows (it only references them, which takes a KEY SHARE lock that an 
 update does not conflict with).
 """
 
+import hashlib
 import json
 import time
 
 from odoo import fields, modules
+from odoo.exceptions import UserError
 
 ACTION_COUNTERS = {
     "create": "created_count",
@@ -27,6 +29,20 @@ ACTION_COUNTERS = {
     "park": "parked_count",
     "error": "failed_count",
 }
+
+
+class FlowBusy(UserError):
+    """Another run of the same flow type of the same integration holds the run lock."""
+
+
+def run_lock_key(integration_id, flow_type):
+    """The PostgreSQL advisory lock key of (integration, flow type), a signed 64-bit int.
+
+    One run per flow type and integration at a time: two runs of the same records would both
+    look a record up before either creates it, and both create it.
+    """
+    digest = hashlib.sha256(f"apicenter_bb_visma:{integration_id}:{flow_type}".encode())
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
 
 def _value(action):
@@ -44,8 +60,9 @@ class OdooRunSink:
     #: log lines are inserted in groups of this size (one INSERT per group)
     FLUSH_EVERY = 200
 
-    def __init__(self, flow, run_id, log_cr, dry_run=False):
+    def __init__(self, flow, run_id, log_cr, dry_run=False, lock_key=None):
         self.flow = flow
+        self._lock_key = lock_key
         self.run_id = run_id
         self.dry_run = dry_run
         self._cr = log_cr
@@ -68,7 +85,19 @@ class OdooRunSink:
         """
         flow.ensure_one()
         log_cr = (cursor_factory or flow.env.registry.cursor)()
+        key = run_lock_key(flow.integration_id.id, flow.flow_type)
         try:
+            # a session lock of the run cursor: it outlives the per-batch commits, and a
+            # crashed worker's connection takes it along
+            log_cr.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            if not log_cr.fetchone()[0]:
+                raise FlowBusy(
+                    flow.env._(
+                        "A %(type)s flow of %(integration)s is running already.",
+                        type=flow.flow_type,
+                        integration=flow.integration_id.name,
+                    )
+                )
             env = flow.env(cr=log_cr, su=True)
             run = (
                 env["apicenter.run"]
@@ -85,9 +114,13 @@ class OdooRunSink:
             )
             log_cr.commit()  # pylint: disable=invalid-commit
         except Exception:
-            log_cr.close()
+            try:
+                log_cr.rollback()
+                log_cr.execute("SELECT pg_advisory_unlock(%s)", [key])  # if we hold it
+            finally:
+                log_cr.close()
             raise
-        return cls(flow, run.id, log_cr, dry_run=dry_run)
+        return cls(flow, run.id, log_cr, dry_run=dry_run, lock_key=key)
 
     # -- the engine's RunSink protocol ----------------------------------------------------------
     def record(self, result):
@@ -140,7 +173,11 @@ class OdooRunSink:
             self._post_summary(run)
             self._cr.commit()  # pylint: disable=invalid-commit
         finally:
-            self._cr.close()
+            try:
+                if self._lock_key is not None:
+                    self._cr.execute("SELECT pg_advisory_unlock(%s)", [self._lock_key])
+            finally:
+                self._cr.close()
         return self.flow.env["apicenter.run"].browse(self.run_id)
 
     # -- internals ----------------------------------------------------------------------------

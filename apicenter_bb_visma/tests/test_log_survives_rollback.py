@@ -14,7 +14,7 @@ from odoo.tests import tagged
 from odoo.tests.common import TransactionCase
 
 from ..sync.linkstore import OdooLinkStore
-from ..sync.sink import OdooRunSink
+from ..sync.sink import FlowBusy, OdooRunSink, run_lock_key
 
 
 class _Result:
@@ -98,3 +98,33 @@ class TestLogSurvivesRollback(TransactionCase):
         self.assertEqual(states, ["done"], "the run and its final state survived")
         self.assertEqual(summaries, 1, "the chatter summary survived")
         self.assertFalse(watermark, "the main transaction's own work was rolled back")
+
+
+@tagged("post_install", "-at_install")
+class TestOneRunAtATime(TransactionCase):
+    """Two runs of the same flow type of one integration would both create the same records:
+    the second one must not start. Real connections again (the lock is a PostgreSQL session
+    lock, shared by everything on the test's own connection)."""
+
+    def test_a_second_run_of_the_same_flow_type_does_not_start(self):
+        integration = self.env["apicenter.integration"].create({"name": "Busy"})
+        flow = self.env["apicenter.flow"].create(
+            {"name": "Orders", "integration_id": integration.id, "flow_type": "orders"}
+        )
+        other_type = self.env["apicenter.flow"].create(
+            {"name": "Stock", "integration_id": integration.id, "flow_type": "stock"}
+        )
+        with self.registry.cursor() as running:  # another worker, running the orders flow
+            key = run_lock_key(integration.id, "orders")
+            running.execute("SELECT pg_advisory_lock(%s)", [key])
+            try:
+                with self.assertRaises(FlowBusy):
+                    flow._run()
+                # the scheduled action skips quietly instead of failing
+                integration.action_activate()
+                self.env["apicenter.flow"]._cron_run(flow.id)
+                # another flow type of the same integration is not blocked by this lock
+                self.assertNotEqual(run_lock_key(integration.id, "stock"), key)
+                self.assertTrue(other_type.active)
+            finally:
+                running.execute("SELECT pg_advisory_unlock(%s)", [key])

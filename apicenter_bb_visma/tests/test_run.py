@@ -8,12 +8,14 @@ state on the run, the summary in the chatter, links and watermark, redaction, se
 
 from unittest.mock import patch
 
+from odoo import sql_db
 from odoo.tests import tagged
 
 import bbvisma.flows
 from bbvisma.engine import Flow, SourceItem
 from bbvisma.errors import AuthError, DataError, ServerError
 
+from ..sync.sink import run_lock_key
 from .common import SECRETS, ApicenterCase
 
 
@@ -189,6 +191,15 @@ class TestRun(ApicenterCase):
         run = self.flow.last_run_id
         self.assertEqual(run.state, "failed")
         self.assertIn("bug in the flow class", run.message)
+
+    def test_the_run_lock_is_released_when_the_run_ends(self):
+        self._run([("A", "2026-01-01", {"name": "Alpha"})])
+        key = run_lock_key(self.integration.id, "customers")
+        # from a connection of its own, as another worker would try it
+        with sql_db.db_connect(self.env.cr.dbname).cursor() as other:
+            other.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            self.assertTrue(other.fetchone()[0])
+            other.execute("SELECT pg_advisory_unlock(%s)", [key])
 
     def test_run_now_button_opens_the_run(self):
         action = self.flow.action_run_now()
