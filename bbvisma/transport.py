@@ -24,6 +24,7 @@ import ipaddress
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -160,10 +161,25 @@ def validate_base_url(url: str, *, what: str = "base URL") -> str:
     return url.strip().rstrip("/")
 
 
-def check_verify(verify: bool | str) -> bool | str:
-    if verify is False or verify in ("", "0", "false", "False"):
-        raise ConfigError("TLS certificate verification cannot be turned off.")
-    return verify
+def check_verify(verify: bool | str | ssl.SSLContext) -> bool | str | ssl.SSLContext:
+    """``verify`` if it keeps TLS certificate verification on, else :class:`ConfigError`.
+
+    Accepted: ``True``, a CA bundle path, or an ``ssl.SSLContext`` that verifies certificates
+    and host names. Everything else -- ``False``, ``None``, ``0``, ``""``, ``"false"``, a
+    context with ``CERT_NONE`` or without host name checking -- would switch verification off
+    (or leave it to chance), so it is refused rather than ignored.
+    """
+    if verify is True:
+        return verify
+    if isinstance(verify, str) and verify.strip().lower() not in ("", "0", "false", "no", "off"):
+        return verify  # a CA bundle
+    if (
+        isinstance(verify, ssl.SSLContext)
+        and verify.verify_mode == ssl.CERT_REQUIRED
+        and verify.check_hostname
+    ):
+        return verify
+    raise ConfigError("TLS certificate verification cannot be turned off.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,6 +382,9 @@ class Transport:
         user_agent: str = "apicenter-bb-visma/19.0",
     ):
         self.base_url = validate_base_url(base_url, what=f"{system} base URL")
+        # checked whether or not a client is passed in: switching TLS verification off must
+        # fail loudly, never be ignored because an http_client happened to be given
+        verify = check_verify(verify)
         self.system = system
         self.error_parser = error_parser
         self.redactor = redactor or Redactor()

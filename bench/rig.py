@@ -238,15 +238,25 @@ class SqliteDocumentCache(DocumentCache):
 # --------------------------------------------------------------------------------------------
 # The rig
 # --------------------------------------------------------------------------------------------
-def _bb_section(api_key: str | None = None) -> dict[str, Any]:
-    """The default seed's credentials and one empty company (generated data goes in later)."""
+def _bb_section(secrets: dict[str, str] | None = None) -> dict[str, Any]:
+    """The default seed's credentials (or ``secrets``' api_client/api_secret/api_key) and one
+    empty company (generated data goes in later)."""
     seed = bb_default_seed()
     company = seed["companies"][0]
+    secrets = secrets or {}
+    clients = [dict(c) for c in seed["api_clients"]]
+    if "api_client" in secrets or "api_secret" in secrets:
+        clients = [
+            {
+                "api_client": secrets.get("api_client", clients[0]["api_client"]),
+                "api_secret": secrets.get("api_secret", clients[0]["api_secret"]),
+            }
+        ]
     return {
-        "api_clients": seed["api_clients"],
+        "api_clients": clients,
         "companies": [
             {
-                "api_key": api_key or company["api_key"],
+                "api_key": secrets.get("api_key") or company["api_key"],
                 "name": "Bench GmbH",
                 "active": True,
                 "debtors": [],
@@ -338,12 +348,17 @@ def make_rig(
     visma_seed: dict[str, Any] | None = None,
     bb_requests_per_minute: int = 100,
     visma_max_attempts: int = 4,
+    secrets: dict[str, str] | None = None,
 ) -> Rig:
     """Simulators seeded with ``debtor_count`` generated debtors and ``receipt_count`` outgoing
     receipts (e-invoices over a pool of ``pool_size`` products, default: as many as receipts,
-    at least 1), clients wired in-process, all on one FakeClock."""
+    at least 1), clients wired in-process, all on one FakeClock.
+
+    ``secrets`` replaces the seeds' credentials: ``api_client``, ``api_secret``, ``api_key``
+    (BuchhaltungsButler), ``client_secret`` (Visma.net) -- e.g. distinctive values to grep for.
+    """
     clock = FakeClock()
-    section = _bb_section()
+    section = _bb_section(secrets)
     api_key = section["companies"][0]["api_key"]
     bb_sim = BBSimulator(clock=clock, quota_per_minute=bb_quota)
     bb_sim.load_seed(section)
@@ -357,6 +372,10 @@ def make_rig(
         receipts=receipts(factory, receipt_count) if factory else (),
     )
     visma_section = visma_seed if visma_seed is not None else visma_default_seed()
+    if secrets and "client_secret" in secrets:
+        visma_section = json.loads(json.dumps(visma_section))
+        creds = visma_section.get("vismanet", visma_section)["credentials"]
+        creds["clients"][0]["client_secret"] = secrets["client_secret"]
     visma_sim = VismaSimulator(clock=clock, quota_per_hour=visma_quota)
     visma_sim.load_seed(visma_section)
     bb_app = TimedApp(bb_sim, source=True)
