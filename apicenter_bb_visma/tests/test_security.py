@@ -22,6 +22,29 @@ class TestSecurity(ApicenterCase):
         # the credential fields are not even part of what the user's client can ask for
         self.assertFalse(set(CREDENTIALS) & set(as_user.fields_get()))
 
+    def test_every_view_opens_for_a_user_and_shows_no_credential(self):
+        for model in [
+            "apicenter.integration",
+            "apicenter.flow",
+            "apicenter.run",
+            "apicenter.log",
+            "apicenter.link",
+            "apicenter.mapping",
+            "apicenter.value.map",
+        ]:
+            for who in (self.user, self.manager):
+                with self.subTest(model=model, user=who.login):
+                    views = (
+                        self.env[model]
+                        .with_user(who)
+                        .get_views([(False, "list"), (False, "form"), (False, "search")])
+                    )
+                    form = views["views"]["form"]["arch"]
+                    if model == "apicenter.integration":
+                        shown = who == self.manager
+                        self.assertEqual('name="bb_api_key"' in form, shown)
+                        self.assertEqual('name="visma_client_secret"' in form, shown)
+
     def test_integration_user_cannot_configure(self):
         with self.assertRaises(AccessError):
             self.integration.with_user(self.user).write({"name": "changed"})
