@@ -76,6 +76,21 @@ class ApicenterRun(models.Model):
             text = f"{text} {self.message}"
         return text
 
+    def _on_closed(self):
+        """Called once when the run has ended, in the run cursor's environment (superuser):
+        post the summary to the run's and the flow's chatter; a failed or partial run notifies
+        the integration's recipients. Extended by the monitoring (apicenter_run_ops.py)."""
+        self.ensure_one()
+        summary = self._summary_text()
+        self.message_post(body=summary, subtype_xmlid="mail.mt_note")
+        recipients = self.integration_id.notify_partner_ids
+        if self.state in ("failed", "partial") and recipients:
+            self.flow_id.message_post(
+                body=summary, partner_ids=recipients.ids, subtype_xmlid="mail.mt_comment"
+            )
+        else:
+            self.flow_id.message_post(body=summary, subtype_xmlid="mail.mt_note")
+
     def action_open_logs(self):
         self.ensure_one()
         name = self.env._("Activity Log")

@@ -199,16 +199,8 @@ class OdooRunSink:
         return run
 
     def _post_summary(self, run):
-        summary = run._summary_text()
-        run.message_post(body=summary, subtype_xmlid="mail.mt_note")
-        flow = self.env["apicenter.flow"].browse(self.flow.id)
-        recipients = flow.integration_id.notify_partner_ids
-        if run.state in ("failed", "partial") and recipients:
-            flow.message_post(
-                body=summary, partner_ids=recipients.ids, subtype_xmlid="mail.mt_comment"
-            )
-        else:
-            flow.message_post(body=summary, subtype_xmlid="mail.mt_note")
+        # the run model decides what to post and whom to notify (hook: apicenter.run._on_closed)
+        run._on_closed()
 
     def _flush(self):
         if not self._pending:
