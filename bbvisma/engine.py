@@ -10,6 +10,12 @@ right the same way:
 * **idempotency** -- the link store decides create / update / skip by content hash; an
   unchanged record costs no call; a created record's link is stored the moment the create
   returns;
+* **concurrency** -- a write (create or update) happens under the link store's per-record
+  :meth:`~bbvisma.linkstore.LinkStore.guard`: the link is read again under it (the batch's
+  prefetch may be stale), so of two runs on the same record the second sees the first one's
+  link and skips or updates instead of creating the record twice. A create the target refuses
+  because the record *already exists* (created by someone else between lookup and POST) is
+  looked up again and adopted (:meth:`Flow.create_or_adopt`), not parked;
 * **error policy** -- every record ends as exactly one :class:`RecordResult`:
 
   ============================================  =========================================
@@ -47,6 +53,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import logging
+import re
 import threading
 import time
 import traceback
@@ -61,6 +68,7 @@ from .errors import (
     BBVismaError,
     ConfigError,
     DataError,
+    OutcomeUnknown,
     PreconditionFailed,
     ProtocolError,
 )
@@ -76,9 +84,28 @@ __all__ = [
     "RunReport",
     "RunSink",
     "SourceItem",
+    "refused_as_existing",
 ]
 
 _logger = logging.getLogger(__name__)
+
+#: how a target says "this record exists already" when a create collides with one: Visma.net
+#: answers 400 "number: A customer with the ID '10001' already exists." (likewise for items,
+#: documents and orders); its ERP core words a race as "Another process has added the
+#: 'Customer' record"; databases say "duplicate key"
+_ALREADY_EXISTS = re.compile(r"already exists|duplicate|another process has added", re.IGNORECASE)
+
+
+def refused_as_existing(exc: BaseException) -> bool:
+    """True if ``exc`` is a create refused because the record exists already (400 or 409
+    with an "already exists" / duplicate message). Such a refusal says nothing about the
+    record's data: the record is to be looked up and adopted, not parked."""
+    return (
+        isinstance(exc, ApiError)
+        and not isinstance(exc, PreconditionFailed)
+        and exc.status in (None, 400, 409)
+        and bool(_ALREADY_EXISTS.search(exc.message or ""))
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +333,13 @@ class _WatermarkTracker:
         return self.lowest_error if self.lowest_error is not None else self.highest
 
 
+def _same_link(a: Link | None, b: Link | None) -> bool:
+    """Whether two reads of a link agree on what :func:`decide` and ``build`` look at."""
+    if a is None or b is None:
+        return a is b
+    return (a.target_key, a.content_hash, a.meta) == (b.target_key, b.content_hash, b.meta)
+
+
 # --------------------------------------------------------------------------------------------
 # Flow
 # --------------------------------------------------------------------------------------------
@@ -332,7 +366,13 @@ class Flow(abc.ABC):
     resend a write blindly.
 
     ``create``/``update`` must raise on failure (never return a partial success); a create
-    that returns no target key is treated as a protocol error.
+    that returns no target key is treated as a protocol error. :meth:`create_or_adopt` does
+    the part after the lookup: a lost answer and an "already exists" refusal are both resolved
+    by looking the record up again.
+
+    Two runs on the same record (two workers, or an orders run creating a customer while the
+    customers run does): the write steps run under the link store's per-record guard, and the
+    link is read again under it; see :meth:`_process`.
 
     A flow instance handles one run at a time (it holds the batch's prefetched links); parallel
     workers (queue_job) each build their own instance with their own batch of keys.
@@ -433,6 +473,52 @@ class Flow(abc.ABC):
         loses its hash, so the next read or a replay sends it again."""
         return None
 
+    # -- helpers for create -----------------------------------------------------------------
+    @staticmethod
+    def create_or_adopt(
+        find: Callable[[], str | None],
+        create: Callable[[], str],
+        *,
+        recognizable: bool = True,
+    ) -> tuple[str, str]:
+        """Send a create whose record was just looked up and not found; resolve by a second
+        lookup what the create alone cannot tell. Returns ``(target_key, how)``:
+
+        * ``"created"`` -- the create answered with the new key;
+        * ``"recovered"`` -- the answer was lost (:class:`~bbvisma.errors.OutcomeUnknown`) but
+          the lookup finds the record: the create was committed;
+        * ``"adopted"`` -- the target refused the create because the record exists already
+          (:func:`refused_as_existing`: someone created it between the lookup and the POST);
+          the lookup finds it and it is taken over instead of parked.
+
+        A lost answer whose record the lookup does not find is sent once more (it was not
+        committed) -- unless ``recognizable`` is False (nothing to look the record up by):
+        then nothing is resent blindly and the OutcomeUnknown propagates. A refusal whose
+        record the lookup does not find propagates as it is (the target meant something
+        else). ``find`` may raise a DataError (found, but not ours): it propagates.
+        """
+
+        def attempt() -> tuple[str, str]:
+            try:
+                return create(), "created"
+            except ApiError as exc:
+                if not (recognizable and refused_as_existing(exc)):
+                    raise
+                found = find()
+                if found is None:
+                    raise
+                return found, "adopted"
+
+        try:
+            return attempt()
+        except OutcomeUnknown:
+            if not recognizable:
+                raise
+            found = find()
+            if found is not None:
+                return found, "recovered"
+            return attempt()
+
     # -- the template ---------------------------------------------------------------------------
     def process(self, item: SourceItem) -> RecordResult:
         """Handle one record and return its result; never raises for the record's own errors
@@ -485,17 +571,56 @@ class Flow(abc.ABC):
         return result
 
     def _process(self, item: SourceItem, result: RecordResult) -> None:
+        """Decide on the batch's prefetched link; write under the record's guard.
+
+        A skip needs neither the guard nor another query (an unchanged record costs nothing).
+        A write takes :meth:`LinkStore.guard` and reads the link again first: another run may
+        have written the record since this batch's links were read. If the link changed, the
+        record is built and decided again on the fresh link -- typically a skip (the other run
+        created it with the same data) or an update, never a second create. The guard is held
+        until the new link is stored, so the lookup-before-create and the create of two runs
+        cannot interleave. Dry runs write nothing and take no guard.
+        """
         ctx = self.ctx
         link = self.link_for(item)
-        if link is not None:
-            result.target_key = link.target_key
-        source, payload = self.build(item, link)
-        result.source, result.payload = source, payload
-        result.content_hash = new_hash = self.hash_payload(payload)
-        action = decide(link, new_hash)
+        action, payload, new_hash = self._decide_record(item, link, result)
         if ctx.dry_run or action is Action.SKIP:
             result.action = action
             return
+        with ctx.links.guard(self.entity, item.key):
+            fresh = ctx.links.get(self.entity, item.key)
+            if not _same_link(fresh, link):
+                if fresh is None:
+                    self._batch_links.pop(item.key, None)
+                else:
+                    self._batch_links[item.key] = fresh
+                link = fresh
+                action, payload, new_hash = self._decide_record(item, link, result)
+                result.message = "written by another run meanwhile; decided again on its link"
+                if action is Action.SKIP:
+                    result.action = action
+                    return
+            self._write_record(item, result, action, link, payload, new_hash)
+
+    def _decide_record(
+        self, item: SourceItem, link: Link | None, result: RecordResult
+    ) -> tuple[Action, dict, str]:
+        result.target_key = link.target_key if link is not None else None
+        source, payload = self.build(item, link)
+        result.source, result.payload = source, payload
+        result.content_hash = new_hash = self.hash_payload(payload)
+        return decide(link, new_hash), payload, new_hash
+
+    def _write_record(
+        self,
+        item: SourceItem,
+        result: RecordResult,
+        action: Action,
+        link: Link | None,
+        payload: dict,
+        new_hash: str,
+    ) -> None:
+        ctx = self.ctx
         # result.action stays ERROR until the write and its link are stored
         if action is Action.CREATE:
             target_key, response = self.create(item, payload)

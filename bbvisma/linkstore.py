@@ -12,6 +12,12 @@ The link of a created record is stored the moment the create returns, so a crash
 run cannot make the next run create it twice. The Odoo layer implements :class:`LinkStore` on
 its link table; :class:`MemoryLinkStore` serves tests and benchmarks.
 
+Two runs writing the same record at the same time (a customers run, and an orders run creating
+that customer for an order) would both look the record up before either creates it and both
+create it: lookup-before-create is check-then-act. :meth:`LinkStore.guard` is the per-record
+lock that makes "re-read the link, look up, create, store the link" one step; the engine takes
+it around every write (see ``Flow._process``).
+
 The same module holds the :class:`DocumentCache` interface: a receipt's e-invoice is fetched
 and parsed once per change of the receipt (``modified``) and shared by every flow.
 """
@@ -19,13 +25,15 @@ and parsed once per change of the receipt (``modified``) and shared by every flo
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import math
 import threading
+import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import Enum
@@ -186,6 +194,23 @@ class LinkStore(abc.ABC):
     def find_by_target(self, entity: str, target_key: str) -> Link | None:
         """The link pointing at ``target_key`` (reverse lookup, e.g. for webhooks)."""
 
+    def guard(self, entity: str, source_key: str) -> contextlib.AbstractContextManager:
+        """A per-record lock: while one run holds the guard of ``(entity, source_key)``,
+        another run asking for the same guard waits. The engine holds it from re-reading the
+        link to storing the new one, so a second run sees the first one's link (and skips or
+        updates) instead of creating the record a second time.
+
+        Rules for implementations: waiting is unbounded (a record's write takes as long as it
+        takes); the same thread may take a guard it already holds; guards of *different*
+        records never block each other. Callers nest guards in one order only -- a record's
+        guard, then the guard of a record of another entity it creates (an order, then its
+        customer) -- so two runs cannot wait for each other.
+
+        The default is no lock at all (a store used by one run at a time, or whose writers are
+        serialized otherwise); stores shared by concurrent runs override it.
+        """
+        return contextlib.nullcontext()
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -194,12 +219,22 @@ def _utcnow() -> dt.datetime:
 class MemoryLinkStore(LinkStore):
     """Dict-backed, thread-safe. ``calls`` counts calls per method, so tests and the bench can
     prove "one query per batch". Links handed out are copies: changing one does not change the
-    store, as with a database."""
+    store, as with a database.
+
+    :meth:`guard` is a reentrant lock per ``(entity, source_key)``, created on demand and kept
+    only while some thread holds or waits for it (a weak-value map), so memory stays bounded by
+    the number of records being written at the moment, not by the number ever written. One
+    lock per key (not a fixed array of striped locks) matters: two unrelated records sharing a
+    stripe could make two runs that nest guards (order, then customer) wait for each other.
+    """
 
     def __init__(self, *, clock: Callable[[], dt.datetime] = _utcnow):
         self._links: dict[tuple[str, str], Link] = {}
         self._by_target: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
+        self._guards: weakref.WeakValueDictionary[tuple[str, str], Any] = (
+            weakref.WeakValueDictionary()
+        )
         self._clock = clock
         self.calls: Counter[str] = Counter()
 
@@ -249,6 +284,24 @@ class MemoryLinkStore(LinkStore):
             source_key = self._by_target.get((entity, target_key))
             link = self._links.get((entity, source_key)) if source_key is not None else None
             return replace(link, meta=dict(link.meta)) if link else None
+
+    @contextlib.contextmanager
+    def guard(self, entity: str, source_key: str) -> Iterator[None]:
+        key = (entity, str(source_key))
+        with self._lock:
+            self.calls["guard"] += 1
+            lock = self._guards.get(key)
+            if lock is None:
+                lock = threading.RLock()
+                self._guards[key] = lock
+        # ``lock`` is a strong reference: the entry lives while this thread holds or waits
+        with lock:
+            yield
+
+    def guards_alive(self) -> int:
+        """How many per-record locks exist right now (tests: memory stays bounded)."""
+        with self._lock:
+            return len(self._guards)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,13 +23,15 @@ would. Then it checks, against the simulators' state and not against what the fl
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bbvisma.engine import Action, RecordResult
+from bbvisma.linkstore import Link, LinkStore
 
 from .measure import CountingSink, flow_class
 from .rig import Rig, SqliteDocumentCache, make_rig
@@ -225,6 +227,9 @@ class LockStep:
     lookup-before-create happens every time (both look a record up before either creates it),
     and the outcome is reproducible. A thread that finishes calls :meth:`done`; the other then
     goes on alone. ``timeout`` only guards against a hang (a turn not taken within it passes).
+
+    A thread that waits for a record's guard (:class:`GatedLinks`) is :meth:`aside` meanwhile:
+    its turns pass to the other thread, which holds the guard and must go on to release it.
     """
 
     def __init__(self, timeout: float = 2.0):
@@ -233,6 +238,7 @@ class LockStep:
         self._order: list[int] = []
         self._turn = 0
         self._done: set[int] = set()
+        self._aside: set[int] = set()
 
     def join(self) -> None:
         with self._cond:
@@ -258,9 +264,51 @@ class LockStep:
             self._done.add(threading.get_ident())
             self._cond.notify_all()
 
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """While the calling thread waits for something outside Visma.net, it takes no turns."""
+        me = threading.get_ident()
+        with self._cond:
+            self._aside.add(me)
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._aside.discard(me)
+                self._cond.notify_all()
+
     def _may_go(self, me: int) -> bool:
         current = self._order[self._turn]
-        return current == me or current in self._done
+        return current == me or current in self._done or current in self._aside
+
+
+class GatedLinks(LinkStore):
+    """The rig's link store, whose :meth:`guard` steps aside from the :class:`LockStep` while
+    it waits (the guard's holder needs the turns to finish and release it)."""
+
+    def __init__(self, links: LinkStore, gate: LockStep):
+        self.links = links
+        self.gate = gate
+
+    def get(self, entity: str, source_key: str) -> Link | None:
+        return self.links.get(entity, source_key)
+
+    def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
+        return self.links.get_many(entity, source_keys)
+
+    def put(self, entity, source_key, target_key, content_hash, meta=None) -> Link:
+        return self.links.put(entity, source_key, target_key, content_hash, meta)
+
+    def find_by_target(self, entity: str, target_key: str) -> Link | None:
+        return self.links.find_by_target(entity, target_key)
+
+    @contextlib.contextmanager
+    def guard(self, entity: str, source_key: str) -> Iterator[None]:
+        with contextlib.ExitStack() as held:
+            with self.gate.aside():
+                held.enter_context(self.links.guard(entity, source_key))
+            yield
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,19 +427,12 @@ def _compose(*steps: Callable[[Rig], Any]) -> Callable[[Rig], FaultSink | None]:
 
 
 #: defects the suite exposes, by flow (see the README's Benchmarks section); a fix makes the
-#: strict xfail of tests/test_fault_suite.py fail, and the entry must then be removed here
-KNOWN_DEFECTS = {
-    "customers": (
-        "a create refused as 'already exists' (the other run created it between lookup and "
-        "POST) is parked, and RefusalMemory overwrites the other run's link with no target: the "
-        "customer stays parked and unlinked for good"
-    ),
-    "orders": (
-        "lookup-before-create is check-then-act: two runs that look an invoice up before "
-        "either creates it both create it (duplicate invoices); needs one run per flow at a "
-        "time (a lock) -- plus the customers defect for the customers orders create"
-    ),
-}
+#: strict xfail of tests/test_fault_suite.py fail, and the entry must then be removed here.
+#: Fixed: "two runs at once" for customers (a create refused as 'already exists' was parked and
+#: its refusal overwrote the other run's link) and orders (both runs created the invoice) --
+#: the engine writes each record under the link store's guard and adopts a record refused as
+#: existing (bbvisma/engine.py, bbvisma/flows/customers.py).
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def build_cases() -> list[FaultCase]:
@@ -515,6 +556,7 @@ def _run_case(case: FaultCase, rig: Rig, subject: Subject) -> FaultOutcome:
         pair: list[_Run] = []
         gate = LockStep()
         rig.visma_app.gate = gate
+        links, rig.links = rig.links, GatedLinks(rig.links, gate)
         barrier = threading.Barrier(2)
 
         def start(s: FaultSink) -> None:
@@ -531,6 +573,7 @@ def _run_case(case: FaultCase, rig: Rig, subject: Subject) -> FaultOutcome:
         for thread in threads:
             thread.join()
         rig.visma_app.gate = None
+        rig.links = links
         runs += pair
     else:
         runs.append(_run_once(rig, flow, sink))

@@ -19,7 +19,11 @@ call to Visma.net). What a run decides per debtor:
       whose answer was lost) and is adopted; one with another name or linked to another debtor
       parks the debtor (``number_taken:<number>``) instead of overwriting a stranger.
    c. otherwise it is **created**; a lost create answer is resolved by looking up the key
-      again (never resent blindly).
+      again (never resent blindly), and so is a create refused because the customer exists
+      already (another run or a person created it between the lookup and the POST): found
+      by its key, it is adopted like in b., not parked. The engine writes each debtor under
+      its link store guard, so two runs at once do not even get that far: the second waits,
+      sees the first one's link and skips.
 
 Company or person: BuchhaltungsButler has no flag, so :func:`classify` decides from the data
 (setting ``company_rule``: ``auto`` | ``company`` | ``person``). A contact person besides the
@@ -46,7 +50,7 @@ from typing import Any
 
 from bbvisma.buchhaltungsbutler.models import Debtor
 from bbvisma.engine import Action, Flow, FlowContext, SourceItem
-from bbvisma.errors import ApiError, ConfigError, DataError, OutcomeUnknown, PreconditionFailed
+from bbvisma.errors import ApiError, ConfigError, DataError, PreconditionFailed
 from bbvisma.linkstore import Link
 from bbvisma.mapper import Mapping, MappingError, is_empty, register_transform
 from bbvisma.records import Address, Customer
@@ -275,17 +279,24 @@ class RefusalMemory:
 
     @contextlib.contextmanager
     def remember_refusal(self, item: SourceItem, payload: dict):
+        """Remember an ApiError of the create on the record's link -- unless the link has a
+        target key by now: a refusal never overwrites the link of a record that exists in
+        the target (another run linked it; clearing its target would leave it unlinked and
+        parked for good). The engine calls ``create`` under the record's guard, so the link
+        read here is the current one."""
         try:
             yield
         except ApiError as exc:
             if not isinstance(exc, PreconditionFailed) and not self.ctx.dry_run:
-                self.ctx.links.put(
-                    self.entity,
-                    item.key,
-                    None,
-                    self.hash_payload(payload),
-                    {"refused": exc.message, "refused_cause": f"refused:{exc.cause_key}"},
-                )
+                current = self.ctx.links.get(self.entity, item.key)
+                if current is None or not current.target_key:
+                    self.ctx.links.put(
+                        self.entity,
+                        item.key,
+                        None,
+                        self.hash_payload(payload),
+                        {"refused": exc.message, "refused_cause": f"refused:{exc.cause_key}"},
+                    )
             raise
 
 
@@ -376,16 +387,18 @@ class CustomersFlow(RefusalMemory, Flow):
         existing = find()
         if existing is not None:
             return existing, self._adopt(item, existing, "number" if number else "key")
-        try:
-            new_number = visma.create_customer(payload)
-        except OutcomeUnknown:
-            # the create may have been committed: look again before anything is resent
-            found = find()
-            if found is not None:
-                return found, {"number": found, "created": True, "recovered": True}
-            if not (number or corporate_id or email):
-                raise  # nothing to recognise it by: never resend blindly
-            new_number = visma.create_customer(payload)
+        # a lost answer is resolved by looking again (never resent blindly, and not at all
+        # without a key to look by); a refusal "already exists" means someone created it
+        # between our lookup and the POST: looked up again and adopted, not parked
+        new_number, how = self.create_or_adopt(
+            find,
+            lambda: visma.create_customer(payload),
+            recognizable=bool(number or corporate_id or email),
+        )
+        if how == "adopted":
+            return new_number, self._adopt(item, new_number, "refused_as_existing")
+        if how == "recovered":
+            return new_number, {"number": new_number, "created": True, "recovered": True}
         return new_number, {"number": new_number, "created": True}
 
     def update(self, item: SourceItem, payload: dict, link: Link) -> Any:

@@ -67,7 +67,7 @@ from bbvisma.buchhaltungsbutler.models import (
     parse_berlin_datetime,
 )
 from bbvisma.engine import Action, Flow, FlowContext, SourceItem
-from bbvisma.errors import ApiError, ConfigError, DataError, OutcomeUnknown
+from bbvisma.errors import ApiError, ConfigError, DataError
 from bbvisma.linkstore import Link
 from bbvisma.mapper import Mapping
 from bbvisma.records import AllowanceCharge, Document, DocumentLine, Party
@@ -790,13 +790,12 @@ class OrdersFlow(Flow):
         if existing is not None:
             return existing, {"target": target, "number": existing, "adopted": True}
         self._ensure_items(source)
-        try:
-            number = create()
-        except OutcomeUnknown:
-            found = find()  # committed after all? never resend blindly
-            if found is not None:
-                return found, {"target": target, "number": found, "recovered": True}
-            number = create()
+        # a lost answer or an "already exists" refusal: looked up again, never resent blindly
+        number, how = self.create_or_adopt(find, create)
+        if how == "recovered":
+            return number, {"target": target, "number": number, "recovered": True}
+        if how == "adopted":
+            return number, {"target": target, "number": number, "adopted": True}
         return number, {"target": target, "number": number, "created": True}
 
     def update(self, item: SourceItem, payload: dict, link: Link) -> Any:
