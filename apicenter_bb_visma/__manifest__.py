@@ -25,6 +25,7 @@
         "views/apicenter_mapping_views.xml",
         "views/apicenter_value_map_views.xml",
         "views/apicenter_menus.xml",
+        "views/apicenter_document_views.xml",
     ],
     "demo": [
         "demo/apicenter_demo.xml",

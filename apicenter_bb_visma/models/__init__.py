@@ -5,3 +5,4 @@ from . import apicenter_log
 from . import apicenter_link
 from . import apicenter_mapping
 from . import apicenter_value_map
+from . import apicenter_document

@@ -10,11 +10,13 @@ import logging
 import time
 
 from odoo import api, fields, models
+from odoo.tools.translate import LazyTranslate
 
 from ..sync.sink import FlowBusy, OdooRunSink
 from .apicenter_run import RUN_STATES
 
 _logger = logging.getLogger(__name__)
+_lt = LazyTranslate(__name__)
 
 FLOW_TYPES = [
     ("customers", "Customers"),
@@ -30,28 +32,63 @@ INTERVAL_TYPES = [
     ("days", "Days"),
     ("weeks", "Weeks"),
 ]
-#: settings handed to the pure flow, per flow type (plus COMMON_SETTINGS for all)
-COMMON_SETTINGS = ("branch", "batch_size", "watermark")
+#: the settings each pure flow reads (its ``SETTINGS_DEFAULTS`` keys; a test keeps them in
+#: step): setting key -> field of this model, or a method name ending in ``()`` for a key
+#: built from several fields or other records
 TYPE_SETTINGS = {
-    "customers": ("company_rule", "match_by_email"),
-    "orders": (
-        "order_target",
-        "visma_order_type",
-        "status_filter",
-        "date_from",
-        "date_to",
-        "use_default_debtor",
-        "default_customer_number",
-        "missing_sku_policy",
-        "no_einvoice_policy",
-        "fallback_item",
-        "corrected_invoice_policy",
-    ),
-    "products": ("update_product_info", "variant_dimensions", "variant_base_pattern"),
-    "stock": ("stock_mode", "warehouse_id_visma", "stock_opening_note"),
-    "prices": (),
-    "shipments": ("default_carrier",),
+    "customers": {
+        "company_rule": "company_rule",
+        "match_by_email": "match_by_email",
+        "update_on_match": "update_on_match",
+    },
+    "orders": {
+        "order_target": "order_target",
+        "visma_order_type": "visma_order_type",
+        "status_filter": "status_filter",
+        "date_from": "date_from",
+        "date_to": "date_to",
+        "use_default_debtor": "use_default_debtor",
+        "default_customer_number": "default_customer_number",
+        "missing_sku_policy": "missing_sku_policy",
+        "no_einvoice_policy": "no_einvoice_policy",
+        "fallback_item": "fallback_item",
+        "corrected_invoice_policy": "corrected_invoice_policy",
+        "branch": "_setting_branch()",
+        "overlap_minutes": "overlap_minutes",
+        "external_reference_prefix": "external_reference_prefix",
+        "new_item_class": "new_item_class",
+        "customer_settings": "_setting_customer_settings()",
+        "customer_mapping": "_setting_customer_mapping()",
+        "totals_tolerance": "_setting_totals_tolerance()",
+    },
+    "products": {
+        "update_product_info": "update_product_info",
+        "variant_dimensions": "variant_dimensions",
+        "variant_base_pattern": "variant_base_pattern",
+        "variant_base_attribute": "variant_base_attribute",
+        "base_currency": "base_currency",
+    },
+    "stock": {
+        "stock_mode": "stock_mode",
+        "warehouse_id_visma": "warehouse_id_visma",
+        "opening_balances": "_setting_opening_balances()",
+        "base_currency": "base_currency",
+        "adjustment_lookup_days": "adjustment_lookup_days",
+        "branch": "_setting_branch()",
+    },
+    "prices": {"base_currency": "base_currency"},
+    "shipments": {"default_carrier": "default_carrier", "package_box_id": "package_box_id"},
 }
+#: flow types whose runs can fan out into parallel queue_job batches (see sync/fanout.py)
+PARALLEL_FLOW_TYPES = ("customers", "orders")
+
+#: the products flow's note on images (bbvisma.flows.products.IMAGES_NOTE, kept equal by a
+#: test): a literal here so that it can be translated
+IMAGES_NOTE = _lt(
+    "BuchhaltungsButler holds no product images: its API has no product endpoint and e-invoice "
+    "lines carry no pictures. Item images can only be added in Visma.net itself (the item's "
+    "attachments); this flow uploads none."
+)
 
 
 class ApicenterFlow(models.Model):
@@ -95,63 +132,122 @@ class ApicenterFlow(models.Model):
     last_run_date = fields.Datetime(string="Last Run", compute="_compute_last_run")
     last_run_state = fields.Selection(RUN_STATES, compute="_compute_last_run")
     last_run_message = fields.Text(compute="_compute_last_run")
-    # -- customers --------------------------------------------------------------------------
+    parallel_batches = fields.Boolean(
+        help="Split each run into batches that queue_job workers process in parallel (for "
+        "large volumes; needs running queue_job workers). Off: the scheduled action runs the "
+        "whole flow itself, batch after batch. Available for customers and orders.",
+    )
+    # Defaults below are the pure flows' SETTINGS_DEFAULTS (a test keeps them equal), so a
+    # flow behaves the same whether it runs in Odoo, in the tests of the core or in the bench.
+    # -- customers ----------------------------------------------------------------------------
     company_rule = fields.Selection(
         [("auto", "Automatic"), ("company", "Always a company"), ("person", "Always a person")],
         default="auto",
         help="Whether a BuchhaltungsButler debtor becomes a company or a person in Visma.net. "
-        "Automatic: a company when the debtor has a company name.",
+        "Automatic: a company when the debtor names a contact person, a legal form (GmbH, AG, "
+        "Ltd, ...) or a VAT id.",
     )
     match_by_email = fields.Boolean(
         string="Match Existing Customers by E-mail",
         default=True,
         help="Before creating a customer, look for one with the same e-mail in Visma.net.",
     )
+    update_on_match = fields.Boolean(
+        string="Update Matched Customers",
+        default=True,
+        help="A Visma.net customer found by e-mail or by its number gets the debtor's data. "
+        "Off: it is linked as it is.",
+    )
     # -- orders -------------------------------------------------------------------------------
     order_target = fields.Selection(
         [("customer_invoice", "Customer invoice"), ("sales_order", "Sales order")],
         default="customer_invoice",
+        help="What an outgoing invoice becomes in Visma.net; credit notes always become "
+        "customer credit notes.",
     )
     visma_order_type = fields.Char(string="Visma.net Order Type", default="SO")
     status_filter = fields.Selection(
         [("all", "All"), ("paid", "Paid only"), ("unpaid", "Unpaid only")], default="all"
     )
-    date_from = fields.Date()
-    date_to = fields.Date()
+    date_from = fields.Date(help="Only receipts dated on or after this day.")
+    date_to = fields.Date(help="Only receipts dated on or before this day.")
     use_default_debtor = fields.Boolean(
-        help="Book documents without a known customer on one default customer."
+        help="Book every document on one default customer instead of the document's buyer."
     )
-    default_customer_number = fields.Char()
+    default_customer_number = fields.Char(
+        help="Visma.net customer number of the default customer; also used for documents "
+        "without any customer data."
+    )
     missing_sku_policy = fields.Selection(
         [("create", "Create the item"), ("park", "Park the document")],
         string="Unknown SKU",
         default="park",
+        help="A line whose SKU is not an item in Visma.net: create the item from the line, or "
+        "park the document naming the SKU.",
     )
     no_einvoice_policy = fields.Selection(
-        [("fallback", "One line on the fallback item"), ("park", "Park the document")],
+        [("fallback", "One line per VAT rate on the fallback item"), ("park", "Park it")],
         string="Document Without E-invoice",
-        default="park",
+        default="fallback",
+        help="A receipt without a readable e-invoice (a plain PDF) has no lines.",
     )
     fallback_item = fields.Char(
-        help="Visma.net item for lines without a seller-assigned id (services, free text)."
+        default="SERVICE",
+        help="Visma.net item for lines without a seller-assigned id (services, free text) and "
+        "for documents without e-invoice.",
     )
     corrected_invoice_policy = fields.Selection(
         [("new_invoice", "New invoice referencing the original"), ("park", "Park the document")],
         string="Corrected Invoices (384)",
-        default="park",
+        default="new_invoice",
+    )
+    overlap_minutes = fields.Integer(
+        string="Overlap (minutes)",
+        default=10,
+        help="Receipts changed this long before the last run are read again: "
+        "BuchhaltungsButler filters by its own wall-clock time.",
+    )
+    external_reference_prefix = fields.Char(
+        default="BB-",
+        help="Prefix of the external reference written on each document (prefix + receipt "
+        "id). The flow looks documents up by it before creating one, so never change it once "
+        "documents were sent.",
+    )
+    new_item_class = fields.Char(
+        string="Class of New Items",
+        help="Visma.net item class of items created from document lines. Empty: Visma.net's "
+        "default class.",
+    )
+    totals_tolerance = fields.Float(
+        digits=(16, 4),
+        default=0.01,
+        help="Allowed difference per document line between the totals Visma.net computes and "
+        "the document's; a larger one is reported as an error on the record.",
     )
     # -- products -----------------------------------------------------------------------------
     update_product_info = fields.Boolean(
         string="Update Product Information",
-        help="Also update description and attributes of items that exist already.",
+        help="On: an update sends everything mapped. Off: an update sends only price, unit "
+        "and attributes and never overwrites a description completed in Visma.net.",
     )
     variant_dimensions = fields.Char(
-        help="Comma-separated characteristic names that make a variant, e.g. "
-        "Farbe,Color,Größe,Size.",
+        default="Farbe,Color,Größe,Size",
+        help="Comma-separated characteristic names that make a variant.",
     )
     variant_base_pattern = fields.Char(
-        help="Regular expression whose first group is the base SKU of a variant SKU.",
+        default=r"^(?P<base>[^-]+)-.+$",
+        help="Regular expression that finds the base SKU of a variant SKU: its group named "
+        "'base', else its first group.",
     )
+    variant_base_attribute = fields.Char(
+        default="BASESKU",
+        help="Visma.net attribute that carries a variant's base SKU.",
+    )
+    base_currency = fields.Char(
+        default="EUR",
+        help="Prices and values are taken from documents in this currency only.",
+    )
+    images_note = fields.Text(string="Images", compute="_compute_images_note")
     # -- stock --------------------------------------------------------------------------------
     stock_mode = fields.Selection(
         [
@@ -160,14 +256,36 @@ class ApicenterFlow(models.Model):
             ("unmanaged", "Not managed"),
         ],
         default="available_minus_reserved",
+        help="On hand: the quantity derived from the documents. Available minus reserved: "
+        "less what open sales orders in Visma.net reserve. Not managed: items are sent as "
+        "non-stock items and no quantity is written.",
     )
-    warehouse_id_visma = fields.Char(string="Visma.net Warehouse")
+    warehouse_id_visma = fields.Char(
+        string="Visma.net Warehouse",
+        help="Empty: the only active warehouse of the Visma.net company.",
+    )
+    adjustment_lookup_days = fields.Integer(
+        string="Adjustment Lookup (days)",
+        default=30,
+        help="How far back the flow looks for its own inventory adjustment before creating "
+        "one (a lost answer never leads to a second adjustment).",
+    )
+    opening_balance_ids = fields.One2many(
+        "apicenter.flow.opening.balance", "flow_id", string="Opening Balances", copy=True
+    )
     stock_opening_note = fields.Text(
         string="Opening Balance Notes",
         help="How the opening stock balance was established, for the auditor.",
     )
     # -- shipments ----------------------------------------------------------------------------
-    default_carrier = fields.Char()
+    default_carrier = fields.Char(
+        help="Visma.net carrier of a shipment when the value map 'carriers' recognizes none "
+        "in the document's notes or delivery party."
+    )
+    package_box_id = fields.Char(
+        help="Visma.net box of the package line that carries the tracking number. Empty: no "
+        "package line (a tracking number is reported, not written).",
+    )
 
     _positive_interval = models.Constraint(
         "CHECK(interval_number > 0)", "The interval must be a positive number."
@@ -175,6 +293,10 @@ class ApicenterFlow(models.Model):
     _positive_batch = models.Constraint(
         "CHECK(batch_size > 0)", "The batch size must be a positive number."
     )
+
+    def _compute_images_note(self):
+        for flow in self:
+            flow.images_note = str(IMAGES_NOTE) if flow.flow_type == "products" else False
 
     def _compute_last_run(self):
         """Read from the runs rather than stored on the flow: a run is written through its own
@@ -270,14 +392,66 @@ class ApicenterFlow(models.Model):
             "target": "current",
         }
 
+    # -- settings of the pure flow ----------------------------------------------------------------
     def _flow_settings(self):
-        """The settings the pure flow reads, as plain values (no recordsets)."""
+        """The settings the pure flow reads (TYPE_SETTINGS), as plain values.
+
+        An empty field is ``None``, which the flows read as "use my default"; a Boolean is
+        passed as it is (False is a choice, not an empty field).
+        """
         self.ensure_one()
-        names = COMMON_SETTINGS + TYPE_SETTINGS.get(self.flow_type, ())
-        settings = {name: self[name] for name in names}
-        settings["flow_type"] = self.flow_type
-        settings["branch"] = self.branch or self.integration_id.visma_branch or False
-        return {key: (value if value is not False else None) for key, value in settings.items()}
+        settings = {}
+        for key, source in TYPE_SETTINGS.get(self.flow_type, {}).items():
+            if source.endswith("()"):
+                value = getattr(self, source[:-2])()
+            else:
+                value = self[source]
+                field = self._fields[source]
+                if field.type == "boolean":
+                    value = bool(value)
+                elif field.type == "date":
+                    value = value.isoformat() if value else None
+                elif value is False or value == "":
+                    value = None
+            settings[key] = value
+        return settings
+
+    def _setting_branch(self):
+        return self.branch or self.integration_id.visma_branch or None
+
+    def _setting_totals_tolerance(self):
+        # the flows compute with Decimal: pass the digits the field shows, not a float
+        return f"{self.totals_tolerance:.4f}".rstrip("0").rstrip(".")
+
+    def _setting_opening_balances(self):
+        """``{sku: quantity}`` as text (the flow reads Decimals from it)."""
+        return {
+            line.sku.strip(): f"{line.quantity:f}".rstrip("0").rstrip(".") or "0"
+            for line in self.opening_balance_ids
+        }
+
+    def _customers_flow(self):
+        """The integration's customers flow: its settings and mapping make the customers
+        an orders run creates, so the rules for customers are the same on both ways."""
+        return (
+            self.integration_id.with_context(active_test=False)
+            .flow_ids.filtered(lambda flow: flow.flow_type == "customers")
+            .sorted(lambda flow: (not flow.active, flow.sequence, flow.id))[:1]
+        )
+
+    def _setting_customer_settings(self):
+        customers = self._customers_flow()
+        return customers._flow_settings() if customers else None
+
+    def _setting_customer_mapping(self):
+        """The customers flow's mapping (a ``bbvisma.mapper.Mapping``), else the editable
+        default of the customers type; None: the core's default."""
+        from ..sync.context import flow_mapping, type_mapping
+
+        customers = self._customers_flow()
+        if customers:
+            return flow_mapping(customers)
+        return type_mapping(self.env, "customers", self.integration_id.company_id)
 
     def _run(self, dry_run=False):
         """Run this flow once and return its apicenter.run record.
@@ -328,3 +502,22 @@ class ApicenterFlow(models.Model):
         """Credentials or settings are wrong: pause the integration's schedule."""
         if not dry_run and (cause_key or "").startswith(("auth:", "config:")):
             self.integration_id.state = "error"
+
+
+class ApicenterFlowOpeningBalance(models.Model):
+    """The stock a SKU had before the first document BuchhaltungsButler holds: the stock
+    flow adds incoming and subtracts outgoing quantities from it."""
+
+    _name = "apicenter.flow.opening.balance"
+    _description = "APIcenter Opening Stock Balance"
+    _order = "flow_id, sku"
+
+    flow_id = fields.Many2one("apicenter.flow", required=True, ondelete="cascade", index=True)
+    company_id = fields.Many2one(related="flow_id.company_id", store=True, index=True)
+    sku = fields.Char(string="SKU", required=True, help="Visma.net inventory number.")
+    quantity = fields.Float(digits=(16, 4), required=True, default=0.0)
+    note = fields.Char()
+
+    _flow_sku_uniq = models.Constraint(
+        "UNIQUE(flow_id, sku)", "A SKU can have only one opening balance per flow."
+    )

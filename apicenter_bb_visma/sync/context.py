@@ -5,8 +5,8 @@ import contextlib
 import logging
 
 from bbvisma.engine import ExchangeRecorder, FlowContext
-from bbvisma.linkstore import MemoryDocumentCache
 
+from .documents import OdooDocumentCache
 from .linkstore import OdooLinkStore
 
 _logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ def build_flow_context(flow, sink, dry_run=False):
             sink=sink,
             bb=bb,
             visma=visma,
-            # per run for now: a document cache shared across flows needs its own table
-            documents=MemoryDocumentCache(max_entries=1000),
+            # the integration's parsed documents, shared by all its flows (apicenter.document)
+            documents=OdooDocumentCache(sink.env, integration.id, commit=sink.commit),
             dry_run=dry_run,
             batch_size=flow.batch_size,
             logger=_logger,
@@ -59,15 +59,21 @@ def flow_mapping(flow):
     """The mapping a run uses: the flow's own, else the mapping whose code is the flow type
     (the editable copy of the core's default), else the core's default itself, else None
     (a flow type that needs no mapping)."""
+    if flow.mapping_id:
+        return flow.mapping_id._to_core()
+    return type_mapping(flow.env, flow.flow_type, flow.integration_id.company_id)
+
+
+def type_mapping(env, flow_type, company):
+    """The mapping of a flow type: the record whose code is the type (the company's before a
+    shared one), else the core's default, else None."""
     from bbvisma.flows.defaults import DEFAULTS_DIR, default_mapping
 
-    mapping = flow.mapping_id or flow.env["apicenter.mapping"]._find_by_code(
-        [flow.flow_type], flow.integration_id.company_id
-    )
+    mapping = env["apicenter.mapping"]._find_by_code([flow_type], company)
     if mapping:
         return mapping._to_core()
-    if (DEFAULTS_DIR / f"{flow.flow_type}.json").is_file():
-        return default_mapping(flow.flow_type)
+    if (DEFAULTS_DIR / f"{flow_type}.json").is_file():
+        return default_mapping(flow_type)
     return None
 
 

@@ -9,8 +9,19 @@ main transaction would not see links committed by another cursor after it starte
 
 ``put`` is one ``INSERT ... ON CONFLICT DO UPDATE`` on the (integration, entity, source key)
 unique constraint: two workers storing the same link can never make two rows, nor fail.
+
+``guard`` is the core's per-record lock (``LinkStore.guard``) as a PostgreSQL session advisory
+lock of the run cursor's connection: parallel queue_job batches, or an orders run creating a
+customer while the customers run handles the same debtor, run in different processes, so a
+lock in Python memory would not do. A session lock (not a transaction lock) because the link
+put inside the guard commits; it is reentrant within one connection, as the core requires, and
+a crashed worker's connection takes it along.
 """
 
+import contextlib
+import hashlib
+
+import psycopg2
 from psycopg2.extras import Json
 
 from bbvisma.linkstore import Link, LinkStore
@@ -105,8 +116,36 @@ class OdooLinkStore(LinkStore):
         self._commit()
         return _link(row)
 
+    # -- the per-record guard -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def guard(self, entity, source_key):
+        """Hold the advisory lock of (integration, entity, source key) while the engine
+        re-reads the link, looks the record up, writes it and stores the new link."""
+        key = guard_lock_key(self.integration_id, entity, source_key)
+        cr = self.env.cr
+        cr.execute("SELECT pg_advisory_lock(%s)", [key])
+        # end the transaction that waited for the lock: its snapshot (REPEATABLE READ) dates
+        # from before the other run stored its link; the re-read must see that link
+        self._commit()
+        try:
+            yield
+        finally:
+            try:
+                cr.execute("SELECT pg_advisory_unlock(%s)", [key])
+            except psycopg2.Error:
+                # an aborted transaction refuses every statement: end it, then unlock (a
+                # session lock survives the rollback)
+                cr.rollback()
+                cr.execute("SELECT pg_advisory_unlock(%s)", [key])
+
     def _links(self):
         return self.env["apicenter.link"].sudo()
+
+
+def guard_lock_key(integration_id, entity, source_key):
+    """The advisory lock key of one record's guard (a signed 64-bit int)."""
+    text = f"apicenter_bb_visma:guard:{integration_id}:{entity}:{source_key}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
 
 
 def _link(row):

@@ -1,0 +1,75 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
+"""OdooDocumentCache: the core's DocumentCache over the apicenter.document table.
+
+One table per database, one row per (integration, receipt): every flow of an integration
+shares what any of them read (``bbvisma.flows.documents.ReceiptDocuments`` asks here before it
+fetches a file). Like the link store, it works through the run's own cursor and commits each
+stored document at once: a document costs a BuchhaltungsButler call, and keeping it must not
+depend on the main transaction (rolled back when a run fails), nor wait for the end of the run.
+Reading through the same cursor sees what other runs committed meanwhile.
+
+``put`` is one ``INSERT ... ON CONFLICT DO UPDATE`` on the (integration, receipt) constraint, so
+two flows that read the same receipt at the same moment store one row, and neither fails.
+"""
+
+from psycopg2.extras import Json
+
+from bbvisma.linkstore import DocumentCache
+
+
+class OdooDocumentCache(DocumentCache):
+    """Parsed documents of one integration. ``env`` is the environment of the run's own
+    cursor; ``commit`` makes a put durable (the sink's commit). ``hits``/``misses``/``puts``
+    count what a run did (the run's log and the tests read them)."""
+
+    def __init__(self, env, integration_id, commit=None):
+        self.env = env
+        self.integration_id = integration_id
+        self._commit = commit or (lambda: None)
+        self.hits = self.misses = self.puts = 0
+
+    def get(self, receipt_key, modified):
+        self.env.cr.execute(
+            """
+            SELECT document FROM apicenter_document
+             WHERE integration_id = %s AND receipt_key = %s AND fingerprint = %s
+            """,
+            [self.integration_id, str(receipt_key), str(modified)],
+        )
+        row = self.env.cr.fetchone()
+        if row is None or row[0] is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return row[0]
+
+    def put(self, receipt_key, modified, document):
+        self.puts += 1
+        cr = self.env.cr
+        company_id = self.env["apicenter.integration"].browse(self.integration_id).company_id.id
+        cr.execute(
+            """
+            INSERT INTO apicenter_document AS doc
+                (integration_id, company_id, receipt_key, fingerprint, document, fetched_at,
+                 create_uid, create_date, write_uid, write_date)
+            VALUES (%(integration)s, %(company)s, %(receipt)s, %(fingerprint)s, %(document)s,
+                    now() at time zone 'UTC', %(uid)s, now() at time zone 'UTC', %(uid)s,
+                    now() at time zone 'UTC')
+            ON CONFLICT (integration_id, receipt_key) DO UPDATE SET
+                fingerprint = EXCLUDED.fingerprint,
+                document = EXCLUDED.document,
+                fetched_at = EXCLUDED.fetched_at,
+                write_uid = EXCLUDED.write_uid,
+                write_date = EXCLUDED.write_date
+            """,
+            {
+                "integration": self.integration_id,
+                "company": company_id,
+                "receipt": str(receipt_key),
+                "fingerprint": str(modified),
+                "document": Json(document),
+                "uid": self.env.uid,
+            },
+        )
+        self.env["apicenter.document"].invalidate_model()
+        self._commit()
