@@ -8,12 +8,13 @@ the record up by the source key first.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
 import tracemalloc
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,6 +26,7 @@ from bbvisma.engine import (
     RecordResult,
     RunReport,
     SourceItem,
+    refused_as_existing,
 )
 from bbvisma.errors import (
     ApiError,
@@ -33,6 +35,7 @@ from bbvisma.errors import (
     DataError,
     NotFound,
     OutcomeUnknown,
+    PreconditionFailed,
     ServerError,
 )
 from bbvisma.linkstore import Link, LinkStore, MemoryLinkStore
@@ -694,3 +697,230 @@ def test_flow_without_entity_is_a_config_error():
 
     with pytest.raises(ConfigError):
         Nameless(FlowContext({}, None, {}, MemoryLinkStore()))
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrency: the per-record guard and the second look under it
+# --------------------------------------------------------------------------------------------
+class GuardLog(MemoryLinkStore):
+    """Records each guard taken and the link reads made while one is held. ``meanwhile``:
+    key -> a function run just before that record's guard is taken (another run's write)."""
+
+    def __init__(self):
+        super().__init__()
+        self.guarded: list[tuple[str, str]] = []
+        self.reads_under_guard = 0
+        self.meanwhile: dict[str, Callable[[], None]] = {}
+        self._held = 0
+
+    def get(self, entity, source_key):
+        if self._held:
+            self.reads_under_guard += 1
+        return super().get(entity, source_key)
+
+    @contextlib.contextmanager
+    def guard(self, entity, source_key):
+        other_run = self.meanwhile.pop(source_key, None)
+        if other_run is not None:
+            other_run()
+        with super().guard(entity, source_key):
+            self.guarded.append((entity, source_key))
+            self._held += 1
+            try:
+                yield
+            finally:
+                self._held -= 1
+
+
+def make_guarded(count=3, **kw):
+    flow, source, target, sink = make(count, **kw)
+    flow.ctx.links = GuardLog()
+    return flow, source, target, sink
+
+
+def test_each_write_takes_the_record_guard_and_rereads_the_link_under_it():
+    flow, source, target, sink = make_guarded(3)
+    flow.run()
+    assert flow.ctx.links.guarded == [("customer", k) for k in ("10001", "10002", "10003")]
+    assert flow.ctx.links.reads_under_guard == 3  # the second look, one per write
+
+
+def test_a_skip_takes_no_guard_and_no_extra_read():
+    flow, source, target, sink = make_guarded(3)
+    flow.run()
+    links = flow.ctx.links
+    links.guarded.clear()
+    before = links.calls.copy()
+    report = flow.run()
+    assert report.counts["skip"] == 3
+    assert links.guarded == []
+    assert links.calls - before == Counter({"get_many": 2})  # still one query per batch
+
+
+def test_a_dry_run_takes_no_guard():
+    flow, source, target, sink = make_guarded(3, dry_run=True)
+    report = flow.run()
+    assert report.counts["create"] == 3 and target.calls["create"] == 0
+    assert flow.ctx.links.guarded == []
+
+
+def other_run(flow: ToyFlow, key: str):
+    """Another run of the same flow (its own instance, same link store and target) that
+    handles ``key`` now -- between this run's batch prefetch and its write."""
+
+    def run() -> None:
+        twin = ToyFlow(flow.ctx)
+        twin.prepare_batch([flow.ctx.bb.get(key)])
+        twin.process(flow.ctx.bb.get(key))
+
+    return run
+
+
+def test_a_record_created_by_another_run_after_the_prefetch_is_skipped_not_created_again():
+    flow, source, target, sink = make_guarded(3, batch_size=3)
+    flow.ctx.links.meanwhile["10002"] = other_run(flow, "10002")
+    report = flow.run()
+    assert target.calls["create"] == 3  # 10002 once, by the other run
+    assert sink.actions()["10002"] == "skip"
+    skipped = next(r for r in sink.records if r.source_key == "10002")
+    assert skipped.target_key == target.by_ref["10002"]
+    assert "another run" in skipped.message
+    assert report.ok
+
+
+def test_a_record_another_run_sent_with_older_data_is_updated_on_its_target():
+    flow, source, target, sink = make_guarded(2, batch_size=2)
+
+    def older_version_sent() -> None:
+        source.change("10002", stamp(2), name="Debtor 2 (old)")
+        other_run(flow, "10002")()
+        source.change("10002", stamp(2), name="Debtor 2")
+
+    flow.ctx.links.meanwhile["10002"] = older_version_sent
+    flow.run()
+    assert target.calls["create"] == 2 and target.calls["update"] == 1
+    key = target.by_ref["10002"]
+    assert sink.actions()["10002"] == "update"
+    assert target.records[key]["name"] == "Debtor 2"
+
+
+def test_the_second_look_alone_prevents_a_duplicate_even_without_lookup_before_create():
+    """The same interleaving with a flow that has no lookup before create: only the engine's
+    second look at the link under the guard stands between the stale prefetch and a second
+    record in the target (without it, ``create`` would be called 3 times)."""
+
+    class NoLookupFlow(ToyFlow):
+        def create(self, item, payload):
+            return self.ctx.visma.create(item.key, payload)
+
+    flow, source, target, sink = make(2, flow=NoLookupFlow, batch_size=2)
+    links = GuardLog()
+    flow.ctx.links = links
+    links.meanwhile["10002"] = lambda: NoLookupFlow(flow.ctx).process(source.get("10002"))
+    flow.run()
+    assert target.calls["create"] == 2  # the guard's second look saw the other run's link
+    assert sink.actions()["10002"] == "skip"
+
+
+# --------------------------------------------------------------------------------------------
+# create_or_adopt: a lost answer or a refusal "already exists" resolved by a second lookup
+# --------------------------------------------------------------------------------------------
+def visma_refusal(message: str, status: int = 400) -> ApiError:
+    return ApiError(
+        f"Visma.net {status} on POST /v1/customer: {message}", system="visma", status=status
+    )
+
+
+class Calls:
+    def __init__(self, found=None, create_raises=()):
+        self.found = found
+        self.raises = list(create_raises)
+        self.log: list[str] = []
+
+    def find(self):
+        self.log.append("find")
+        return self.found
+
+    def create(self):
+        self.log.append("create")
+        if self.raises:
+            raise self.raises.pop(0)
+        return "NEW"
+
+
+def test_create_or_adopt_creates_when_nothing_goes_wrong():
+    calls = Calls()
+    assert Flow.create_or_adopt(calls.find, calls.create) == ("NEW", "created")
+    assert calls.log == ["create"]
+
+
+def test_create_refused_as_already_existing_is_looked_up_again_and_adopted():
+    refusal = visma_refusal("number: A customer with the ID '10001' already exists.")
+    calls = Calls(found="10001", create_raises=[refusal])
+    assert Flow.create_or_adopt(calls.find, calls.create) == ("10001", "adopted")
+    assert calls.log == ["create", "find"]  # never sent a second time
+
+
+def test_create_refused_for_its_data_propagates_without_a_lookup():
+    refusal = visma_refusal("mainAddress.countryId: Country 'XX' not found.")
+    calls = Calls(found="10001", create_raises=[refusal])
+    with pytest.raises(ApiError) as raised:
+        Flow.create_or_adopt(calls.find, calls.create)
+    assert raised.value is refusal and calls.log == ["create"]
+
+
+def test_refused_as_existing_but_not_found_propagates_the_refusal():
+    refusal = visma_refusal("number: A customer with the ID '10001' already exists.")
+    calls = Calls(found=None, create_raises=[refusal])
+    with pytest.raises(ApiError) as raised:
+        Flow.create_or_adopt(calls.find, calls.create)
+    assert raised.value is refusal and calls.log == ["create", "find"]
+
+
+def test_lost_create_answer_found_is_recovered_and_not_found_is_sent_once_more():
+    lost = OutcomeUnknown("timeout after POST", system="visma")
+    committed = Calls(found="C1", create_raises=[lost])
+    assert Flow.create_or_adopt(committed.find, committed.create) == ("C1", "recovered")
+    assert committed.log == ["create", "find"]
+    not_committed = Calls(found=None, create_raises=[lost])
+    assert Flow.create_or_adopt(not_committed.find, not_committed.create) == ("NEW", "created")
+    assert not_committed.log == ["create", "find", "create"]
+
+
+def test_lost_answer_then_refused_as_existing_on_the_resend_is_adopted():
+    lost = OutcomeUnknown("timeout after POST", system="visma")
+    refusal = visma_refusal("number: A customer with the ID '10001' already exists.")
+    calls = Calls(create_raises=[lost, refusal])
+    answers = iter([None, "10001"])  # not there yet at the first look, there at the second
+    calls.find = lambda: calls.log.append("find") or next(answers)
+    assert Flow.create_or_adopt(calls.find, calls.create) == ("10001", "adopted")
+    assert calls.log == ["create", "find", "create", "find"]
+
+
+def test_unrecognizable_record_is_never_resent_after_a_lost_answer():
+    lost = OutcomeUnknown("timeout after POST", system="visma")
+    calls = Calls(create_raises=[lost])
+    with pytest.raises(OutcomeUnknown):
+        Flow.create_or_adopt(calls.find, calls.create, recognizable=False)
+    assert calls.log == ["create"]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (visma_refusal("number: A customer with the ID '10001' already exists."), True),
+        (visma_refusal("inventoryNumber: An item with the ID 'JB007' already exists."), True),
+        (visma_refusal("Another process has added the 'Customer' record.", 409), True),
+        (visma_refusal("duplicate key value violates unique constraint", 409), True),
+        (visma_refusal("Order cannot be shipped in full (Ship Complete).", 409), False),
+        (visma_refusal("mainAddress.countryId: Country 'XX' not found."), False),
+        (
+            PreconditionFailed("412: the record already exists in another version", status=412),
+            False,
+        ),
+        (ServerError("500: duplicate", status=500), False),
+        (DataError("customer already exists elsewhere", cause="number_taken:1"), False),
+    ],
+)
+def test_refused_as_existing_recognizes_only_already_exists_refusals(error, expected):
+    assert refused_as_existing(error) is expected

@@ -11,6 +11,7 @@ import pytest
 from bbvisma.linkstore import (
     Action,
     Link,
+    LinkStore,
     MemoryDocumentCache,
     MemoryLinkStore,
     canonical_json,
@@ -178,3 +179,96 @@ def test_document_cache_bounded_drops_least_recently_used():
     assert cache.get("R2", "m") is None
     assert cache.get("R1", "m") == {"n": 1}
     assert len(cache) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# guard(): the per-record lock
+# --------------------------------------------------------------------------------------------
+class _PlainStore(LinkStore):
+    """A store that does not override guard(): the ABC's default applies."""
+
+    def get(self, entity, source_key):
+        return None
+
+    def get_many(self, entity, source_keys):
+        return {}
+
+    def put(self, entity, source_key, target_key, content_hash, meta=None):
+        return Link(entity, source_key, target_key, content_hash)
+
+    def find_by_target(self, entity, target_key):
+        return None
+
+
+def test_default_guard_of_a_store_is_a_no_op_that_never_blocks():
+    store = _PlainStore()
+    with store.guard("customer", "10001"), store.guard("customer", "10001"):
+        entered = threading.Event()
+        other = threading.Thread(target=lambda: _enter(store, "customer", "10001", entered))
+        other.start()
+        other.join(timeout=2)
+    assert entered.is_set()
+
+
+def _enter(store, entity, key, entered, leave=None):
+    with store.guard(entity, key):
+        entered.set()
+        if leave is not None:
+            leave.wait(timeout=5)
+
+
+def test_memory_guard_makes_a_second_thread_wait_for_the_same_record():
+    store = MemoryLinkStore()
+    entered = threading.Event()
+    with store.guard("customer", "10001"):
+        other = threading.Thread(target=_enter, args=(store, "customer", "10001", entered))
+        other.start()
+        # the other thread cannot get in while this one holds the record's guard
+        assert not entered.wait(timeout=0.1)
+    other.join(timeout=2)
+    assert entered.is_set()
+
+
+def test_memory_guard_does_not_block_other_records_or_entities():
+    store = MemoryLinkStore()
+    with store.guard("customer", "10001"):
+        for entity, key in (("customer", "10002"), ("order", "10001")):
+            entered = threading.Event()
+            other = threading.Thread(target=_enter, args=(store, entity, key, entered))
+            other.start()
+            other.join(timeout=2)
+            assert entered.is_set(), (entity, key)
+
+
+def test_memory_guard_is_reentrant_in_one_thread():
+    store = MemoryLinkStore()
+    with store.guard("customer", "10001"), store.guard("customer", "10001"):
+        store.put("customer", "10001", "C1", "h")
+    assert store.get("customer", "10001").target_key == "C1"
+    assert store.calls["guard"] == 2
+
+
+def test_memory_guard_keeps_a_lock_only_while_it_is_held_or_awaited():
+    store = MemoryLinkStore()
+    for n in range(2000):
+        with store.guard("order", str(n)):
+            assert store.guards_alive() == 1
+    assert store.guards_alive() == 0  # 2000 records guarded, nothing kept
+
+
+def test_memory_guard_waiter_keeps_the_lock_alive_until_it_got_through():
+    store = MemoryLinkStore()
+    entered, leave = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_enter, args=(store, "customer", "1", entered, leave))
+    holder.start()
+    assert entered.wait(timeout=2)
+    waiter_in = threading.Event()
+    waiter = threading.Thread(target=_enter, args=(store, "customer", "1", waiter_in))
+    waiter.start()
+    assert not waiter_in.wait(timeout=0.05)
+    assert store.guards_alive() == 1  # one lock, shared by holder and waiter
+    leave.set()
+    holder.join(timeout=2)
+    waiter.join(timeout=2)
+    assert waiter_in.is_set()
+    assert store.guards_alive() == 0
