@@ -9,4 +9,6 @@ from . import test_run
 from . import test_connection
 from . import test_log_survives_rollback
 from . import test_fault_suite_odoo
+from . import test_security_secrets
 from . import test_flows_e2e_settings
+from . import test_flows_e2e
