@@ -140,19 +140,20 @@ def _memory_targets(memory: list[RunMeasure]) -> list[tuple[bool, str]]:
 # --------------------------------------------------------------------------------------------
 RUN_HEADER = (
     "| flow | N | run | records | outcome | Visma calls (writes) | Visma/written | "
-    "BB calls | BB/read | pages re-read | rec/s | engine ms/rec | simulators s | "
-    "virtual pacing |"
+    "BB calls | BB/read | pages re-read | rec/s | engine ms/rec wall | engine ms/rec CPU | "
+    "simulators s | virtual pacing |"
 )
 
 
 def run_table(measures: Iterable[RunMeasure]) -> list[str]:
-    lines = [RUN_HEADER, "|" + "---|" * 14]
+    lines = [RUN_HEADER, "|" + "---|" * 15]
     for m in measures:
         lines.append(
             f"| {m.flow} | {m.n:,} | {m.label} | {m.items:,} | {_counts(m.counts)} | "
             f"{m.visma_calls:,} ({m.visma_writes:,}) | {_f(m.visma_per_written, 2)} | "
             f"{m.bb_calls:,} | {_f(m.bb_per_read, 3)} | {m.bb_pages_repeated} | "
-            f"{_f(m.records_per_s, 0)} | {_f(m.engine_ms_per_record, 2)} | {_f(m.sim_s, 1)} | "
+            f"{_f(m.records_per_s, 0)} | {_f(m.engine_ms_per_record, 2)} | "
+            f"{_f(m.engine_cpu_ms_per_record, 2)} | {_f(m.sim_s, 1)} | "
             f"{_virtual(m.virtual_s)} |"
         )
     return lines
@@ -274,8 +275,10 @@ def render(result: BenchResult, command: str) -> str:
             "",
             "## Runs through the pure engine",
             "",
-            "Outcome letters: C create, U update, S skip, P park, E error. `engine ms/rec` is "
-            "the run's wall time minus the time spent inside the simulators, per record read. "
+            "Outcome letters: C create, U update, S skip, P park, E error. `engine ms/rec wall` "
+            "is the run's wall time minus the time spent inside the simulators, per record "
+            "read; `CPU` the same in CPU time of the run's thread (not inflated by other "
+            "processes on the machine). "
             "`virtual pacing` is what the FakeClock advanced (BuchhaltungsButler's 100 "
             "requests/minute; no wall time here).",
             "",

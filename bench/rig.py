@@ -75,6 +75,8 @@ class TimedApp:
         self.app = app
         self.source = source
         self.seconds = 0.0
+        #: CPU time of the calling thread spent inside ``app`` (in-process: the same thread)
+        self.cpu_seconds = 0.0
         self.kinds: Counter[str] = Counter()
         self.pages: Counter[tuple[str, str, int]] = Counter()
         self.page_lists: Counter[str] = Counter()
@@ -91,6 +93,7 @@ class TimedApp:
 
     def __call__(self, environ: dict, start_response: Any) -> list[bytes]:
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         seen: dict[str, int] = {}
 
         def capture(status: str, headers: Any, exc_info: Any = None) -> Any:
@@ -109,8 +112,10 @@ class TimedApp:
             if gate is not None:
                 gate.leave()
             spent = time.perf_counter() - started
+            cpu = time.thread_time() - cpu_started
             with self._lock:
                 self.seconds += spent
+                self.cpu_seconds += cpu
                 if kind:
                     self.kinds[kind] += 1
                 if "status" in seen:
@@ -176,6 +181,7 @@ class TimedApp:
         with self._lock:
             self.write_keys.clear()
             self.seconds = 0.0
+            self.cpu_seconds = 0.0
             self.kinds.clear()
             self.pages.clear()
             self.page_lists.clear()
@@ -349,6 +355,7 @@ def make_rig(
     bb_requests_per_minute: int = 100,
     visma_max_attempts: int = 4,
     secrets: dict[str, str] | None = None,
+    indexed: bool = False,
 ) -> Rig:
     """Simulators seeded with ``debtor_count`` generated debtors and ``receipt_count`` outgoing
     receipts (e-invoices over a pool of ``pool_size`` products, default: as many as receipts,
@@ -356,6 +363,7 @@ def make_rig(
 
     ``secrets`` replaces the seeds' credentials: ``api_client``, ``api_secret``, ``api_key``
     (BuchhaltungsButler), ``client_secret`` (Visma.net) -- e.g. distinctive values to grep for.
+    ``indexed`` uses :class:`~bench.fastsim.IndexedVismaSimulator` (benchmark sizes).
     """
     clock = FakeClock()
     section = _bb_section(secrets)
@@ -376,7 +384,11 @@ def make_rig(
         visma_section = json.loads(json.dumps(visma_section))
         creds = visma_section.get("vismanet", visma_section)["credentials"]
         creds["clients"][0]["client_secret"] = secrets["client_secret"]
-    visma_sim = VismaSimulator(clock=clock, quota_per_hour=visma_quota)
+    if indexed:
+        from .fastsim import IndexedVismaSimulator as simulator_class
+    else:
+        simulator_class = VismaSimulator
+    visma_sim = simulator_class(clock=clock, quota_per_hour=visma_quota)
     visma_sim.load_seed(visma_section)
     bb_app = TimedApp(bb_sim, source=True)
     visma_app = TimedApp(visma_sim)

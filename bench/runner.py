@@ -89,7 +89,7 @@ def git_commit() -> str:
 
 
 def warm_up(flows: list[str]) -> None:
-    rig = make_rig(debtor_count=20, receipt_count=20)
+    rig = make_rig(debtor_count=20, receipt_count=20, indexed=True)
     try:
         for flow in flows:
             measure_run(rig, flow, "warm-up", n=20)
@@ -100,7 +100,7 @@ def warm_up(flows: list[str]) -> None:
 
 def flow_runs(n: int, flows: list[str], *, memory: bool) -> list[RunMeasure]:
     """Full run then no-change run of every flow on a fresh rig of size ``n``."""
-    rig = make_rig(debtor_count=n, receipt_count=n)
+    rig = make_rig(debtor_count=n, receipt_count=n, indexed=True)
     out = []
     try:
         for label in ("full", "no-change"):
@@ -117,7 +117,7 @@ def flow_runs(n: int, flows: list[str], *, memory: bool) -> list[RunMeasure]:
 def naive_runs(n: int, flows: list[str]) -> list[RunMeasure]:
     from .naive import run_naive
 
-    rig = make_rig(debtor_count=n, receipt_count=n)
+    rig = make_rig(debtor_count=n, receipt_count=n, indexed=True)
     try:
         measures = run_naive(rig, flows, n=n)
     finally:

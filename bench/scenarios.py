@@ -86,7 +86,7 @@ def quota_run(
 ) -> list[QuotaResult]:
     """Customers against a Visma.net hourly quota; products against BB's minute quota."""
     results = []
-    rig = make_rig(debtor_count=n, receipt_count=n, visma_quota=visma_quota)
+    rig = make_rig(debtor_count=n, receipt_count=n, visma_quota=visma_quota, indexed=True)
     try:
         rig.clock.advance(start_offset)  # start in the middle of a quota window
         start = rig.clock.now()
@@ -199,7 +199,7 @@ def parallel_run(
     settings: dict[str, Any] | None = None,
 ) -> ParallelResult:
     """One run of ``flow_type`` split into batches over ``workers`` threads (see above)."""
-    rig = make_rig(debtor_count=n, receipt_count=n if flow_type != "customers" else 0)
+    rig = make_rig(debtor_count=n, receipt_count=n if flow_type != "customers" else 0, indexed=True)
     rig.links = MemoryLinkStore()
     try:
         # the orders flow needs its SKUs and customers: synced first, single-threaded
