@@ -614,6 +614,9 @@ class _WSGIRequestHandler(BaseHTTPRequestHandler):
     """
 
     protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY: headers and body go out as two writes; with Nagle's algorithm the body
+    #: waits for the client's delayed ACK (~40 ms per call on loopback)
+    disable_nagle_algorithm = True
     app: WSGIApp  # set on a per-server subclass
 
     def _run(self) -> None:
