@@ -26,6 +26,12 @@
         "views/apicenter_value_map_views.xml",
         "views/apicenter_menus.xml",
         "views/apicenter_document_views.xml",
+        "security/apicenter_ops_security.xml",
+        "data/apicenter_ops_data.xml",
+        "views/apicenter_dashboard_views.xml",
+        "views/apicenter_problem_views.xml",
+        "views/apicenter_ops_views.xml",
+        "wizards/apicenter_setup_views.xml",
     ],
     "demo": [
         "demo/apicenter_demo.xml",

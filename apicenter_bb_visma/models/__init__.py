@@ -6,3 +6,8 @@ from . import apicenter_link
 from . import apicenter_mapping
 from . import apicenter_value_map
 from . import apicenter_document
+from . import apicenter_problem
+from . import apicenter_log_ops
+from . import apicenter_run_ops
+from . import apicenter_flow_ops
+from . import apicenter_integration_ops

@@ -12,3 +12,4 @@ from . import test_fault_suite_odoo
 from . import test_security_secrets
 from . import test_flows_e2e_settings
 from . import test_flows_e2e
+from . import test_ops_monitoring

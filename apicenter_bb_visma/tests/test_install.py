@@ -33,7 +33,7 @@ class TestInstall(TransactionCase):
         self.assertEqual(root.name, "APIcenter")
         self.assertEqual(
             root.child_id.sorted("sequence").mapped("name"),
-            ["Integrations", "Flows", "Runs", "Activity log", "Configuration"],
+            ["Dashboard", "Integrations", "Flows", "Runs", "Activity log", "Configuration"],
         )
         config = self.env.ref("apicenter_bb_visma.menu_apicenter_config")
         self.assertEqual(config.child_id.mapped("name")[:2], ["Mappings", "Value maps"])

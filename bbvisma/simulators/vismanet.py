@@ -417,6 +417,7 @@ ROUTES = [
     Route("GET", "/v1/paymentmethod", "list_payment_methods", "read"),
     Route("GET", "/v1/paymentmethod/{paymentMethodNumber}", "get_payment_method", "read"),
     Route("GET", "/v1/creditTerm", "list_credit_terms", "read"),
+    Route("GET", "/v1/salesordertype", "list_sales_order_types", "read"),
     Route("GET", "/v1/carrier", "list_carriers", "read"),
     Route("GET", "/v1/carrier/{carrierName}", "get_carrier", "read"),
     Route("GET", "/v1/branch", "list_branches", "read"),
@@ -2324,6 +2325,12 @@ class VismaSimulator(SimulatorBase):
                 "totalCount": len(records),
                 "records": _clean(chunk),
             },
+        )
+
+    def h_list_sales_order_types(self, req, ctx, body):
+        # the seed names the types only (orderTypes); SalesOrderTypeDto has no other required field
+        return self._plain_list(
+            {"orderType": order_type, "active": True} for order_type in sorted(self.order_types)
         )
 
     def h_list_carriers(self, req, ctx, body):

@@ -1212,6 +1212,10 @@ class VismaClient:
     def list_credit_terms(self) -> list[dict[str, Any]]:
         return list(self.iter_list("/v1/creditTerm", key=lambda t: t.get("termsId")))
 
+    def list_sales_order_types(self) -> list[dict[str, Any]]:
+        """``GET /v1/salesordertype``: the order types (``orderType``, ``description``, ...)."""
+        return self.get_json("/v1/salesordertype")
+
     def list_carriers(self) -> list[dict[str, Any]]:
         return self.get_json("/v1/carrier")
 
