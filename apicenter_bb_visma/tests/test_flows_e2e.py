@@ -188,7 +188,9 @@ class TestCustomersAndOrdersEndToEnd(ServedSimulatorsCase):
         self.assertEqual(causes["1"], "data:missing_sku:1034")
         self.assertTrue(all(causes.values()))
         order_links = self.links("order").filtered("target_key")
-        self.assertEqual(sorted(order_links.mapped("source_key")), sorted(created.mapped("source_key")))
+        self.assertEqual(
+            sorted(order_links.mapped("source_key")), sorted(created.mapped("source_key"))
+        )
         self.assertIn(f"{len(created)} created", self.orders.message_ids[0].body)
         # the watermark is the run's start: the next run reads only what changed since
         self.assertTrue(self.orders.watermark)
