@@ -747,6 +747,34 @@ class Flow(abc.ABC):
                 break
         return self._finish(report)
 
+    def run_items(self, items: Iterable[SourceItem]) -> RunReport:
+        """Process source items that another process read: one batch of a run fanned out
+        to parallel workers (the Odoo layer's queue_job batches) -- the reader streams
+        :meth:`source_items` and hands each worker its share, so the source is read once and
+        no record costs a :meth:`fetch_item`. Handled like a run's batches (``ctx.batch_size``
+        at a time, one result per record, the sink told per batch), but the watermark does
+        not move: batches report ``None``, and the reader decides the run's watermark once
+        every batch is done."""
+        ctx = self.ctx
+        report = self._new_report(None)
+        size = max(1, ctx.batch_size)
+        batch: list[SourceItem] = []
+        pending = iter(items)
+        while report.aborted is None:
+            item = next(pending, None)
+            if item is not None:
+                batch.append(item)
+                if len(batch) < size:
+                    continue
+            if batch:
+                results = self._run_batch(batch, report, None)
+                if ctx.sink is not None:
+                    ctx.sink.batch_done(None, results)
+                batch = []
+            if item is None:
+                break
+        return self._finish(report)
+
     # -- run internals ------------------------------------------------------------------------
     def _new_report(self, since: str | None) -> RunReport:
         ctx = self.ctx
