@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # the engine's per-run summaries and the flows' warnings are not the bench's output
     logging.getLogger("bbvisma").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if args.command == "faults":
         return _faults(args)
     return _run(args, argv if argv is not None else sys.argv[1:])
