@@ -554,7 +554,9 @@ class Flow(abc.ABC):
         customer of an order through the customers flow, so the rules live in one place.
 
         The same steps as :meth:`process` (link, build, decide, create/update with lookup
-        before create, link stored at once, after_write), but exceptions propagate to the
+        before create under the record's own guard, link stored at once, after_write) -- so
+        the calling record holds its guard and then this one's, the one nesting order guards
+        may take (see :meth:`LinkStore.guard`) -- but exceptions propagate to the
         calling record (which parks or fails as a whole) and the HTTP exchanges stay in the
         calling record's log line. Returns the result with the action taken and the target
         key (``None`` in a dry run of a create).
