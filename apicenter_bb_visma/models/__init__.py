@@ -11,3 +11,4 @@ from . import apicenter_log_ops
 from . import apicenter_run_ops
 from . import apicenter_flow_ops
 from . import apicenter_integration_ops
+from . import apicenter_run_batch

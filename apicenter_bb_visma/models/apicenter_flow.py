@@ -456,6 +456,10 @@ class ApicenterFlow(models.Model):
     def _run(self, dry_run=False):
         """Run this flow once and return its apicenter.run record.
 
+        With parallel batches (customers and orders), the run is only queued here and the
+        returned run is ``running`` until queue_job workers have processed its batches (see
+        models/apicenter_run_batch.py); otherwise it runs here, batch after batch:
+
         The run, its log lines and the links are written through the sink's own cursor, so
         they survive when this transaction is rolled back. A run the engine aborted (wrong
         credentials or settings, unreadable source) ends ``failed`` with the reason; an
@@ -469,6 +473,10 @@ class ApicenterFlow(models.Model):
         from ..sync.context import build_flow_context, load_flow_class
 
         self.ensure_one()
+        if self._runs_in_parallel(dry_run):
+            from ..sync.fanout import enqueue_run
+
+            return enqueue_run(self)
         started = time.monotonic()
         sink = OdooRunSink.open(self, dry_run=dry_run)
         try:
@@ -497,6 +505,12 @@ class ApicenterFlow(models.Model):
             self._note_setup_error(sink.abort_cause, dry_run)
             return sink.close("failed", report.aborted, cause_key=sink.abort_cause)
         return sink.close()
+
+    def _runs_in_parallel(self, dry_run=False):
+        """Whether a run of this flow is split into queue_job batches (sync/fanout.py); a dry
+        run always runs here, so that its result can be shown at once."""
+        self.ensure_one()
+        return bool(self.parallel_batches and not dry_run and self.flow_type in PARALLEL_FLOW_TYPES)
 
     def _note_setup_error(self, cause_key, dry_run):
         """Credentials or settings are wrong: pause the integration's schedule."""

@@ -1,0 +1,78 @@
+# License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
+"""Parallel runs: a run split into batches that queue_job workers process side by side.
+
+A flow with "Parallel batches" on (customers and orders: the flows whose records are
+independent documents) does not run in its scheduled action. The action creates the run and
+enqueues its *stream job*, which reads the source once, cuts it into batches of the flow's batch
+size and enqueues one *batch job* per batch, carrying the records themselves (no record is read
+twice). Each batch job processes its records with the engine (``Flow.run_items``) and reports
+to its batch row; the last batch to end closes the run: counts, state, chatter summary and --
+when every batch ended without an error -- the flow's watermark. The machinery is in
+``sync/fanout.py``; the job options (channel, retry back-off) are data
+(``data/apicenter_queue_job.xml``).
+
+Why a row per batch: a batch job can run more than once (queue_job retries it after a
+transient error, or requeues it after its worker died). Its row keeps what each record became
+across the attempts (a record created by the first attempt and skipped by the second was
+created), so the run's counts stay true however often a batch ran.
+"""
+
+from odoo import fields, models
+
+BATCH_STATES = [
+    ("queued", "Queued"),
+    ("retrying", "Waiting for a retry"),
+    ("done", "Done"),
+    ("skipped", "Not processed"),
+]
+
+
+class ApicenterRunBatch(models.Model):
+    _name = "apicenter.run.batch"
+    _description = "APIcenter Run Batch"
+    _order = "run_id, sequence"
+
+    run_id = fields.Many2one("apicenter.run", required=True, ondelete="cascade", index=True)
+    company_id = fields.Many2one(related="run_id.company_id", store=True, index=True)
+    sequence = fields.Integer(required=True)
+    state = fields.Selection(BATCH_STATES, default="queued", required=True, index=True)
+    record_count = fields.Integer(string="Records")
+    attempts = fields.Integer(help="How often a worker processed this batch.")
+    created_count = fields.Integer(string="Created")
+    updated_count = fields.Integer(string="Updated")
+    skipped_count = fields.Integer(string="Skipped")
+    parked_count = fields.Integer(string="Parked")
+    failed_count = fields.Integer(string="Failed")
+    #: source key -> action over all attempts (see the module docstring)
+    actions = fields.Json()
+    message = fields.Text()
+
+    _run_sequence_uniq = models.Constraint(
+        "UNIQUE(run_id, sequence)", "A batch number is used once per run."
+    )
+
+
+class ApicenterRun(models.Model):
+    _inherit = "apicenter.run"
+
+    parallel = fields.Boolean(
+        readonly=True, help="The run was split into batches processed by queue_job workers."
+    )
+    batch_ids = fields.One2many("apicenter.run.batch", "run_id", string="Batches")
+    batch_count = fields.Integer(string="Batches", readonly=True)
+    #: the watermark the run stores when its last batch ends without an error
+    fanout_watermark = fields.Char(readonly=True)
+
+    # -- the jobs (queue_job calls them; see sync/fanout.py) ------------------------------------
+    def _job_stream(self):
+        """Read the source once and enqueue the batch jobs of this (queued) run."""
+        from ..sync.fanout import stream
+
+        return stream(self)
+
+    def _job_batch(self, sequence, items):
+        """Process batch ``sequence`` of this run: ``items`` are the serialized source items
+        the stream job read."""
+        from ..sync.fanout import process_batch
+
+        return process_batch(self, sequence, items)
