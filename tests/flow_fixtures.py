@@ -229,8 +229,10 @@ def foreign_vat_seed() -> dict[str, Any]:
 
 
 def foreign_vat_maps(value_maps: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-    """``value_maps`` plus ``vat_codes`` for the foreign rates of :func:`foreign_vat_seed`."""
+    """``value_maps`` plus ``vat_codes`` (and the categories' ``vat_ids``) for the foreign
+    rates of :func:`foreign_vat_seed`."""
     maps = copy.deepcopy(value_maps)
     for rate in FOREIGN_RATES:
         maps["vat_codes"][f"S:{rate}"] = _category_id(rate)
+        maps.setdefault("vat_ids", {})[_category_id(rate)] = "VAT" + rate.replace(".", "")
     return maps

@@ -133,6 +133,7 @@ CREDIT_NOTE_FIELDS = frozenset(
         "cashAccount",
         "dontPrint",
         "dontEmail",
+        "taxDetails",
     }
 )
 #: fields of CustomerCreditNoteLineUpdateDto
@@ -444,7 +445,7 @@ class OrdersFlow(Flow):
             due = document.issue_date + dt.timedelta(days=net_days)
         means = document.payment_means[0].code if document.payment_means else None
         note = f"Bezug: Rechnung {preceding}" if preceding else None
-        return self._order_dict(
+        order = self._order_dict(
             receipt,
             kind=kind,
             target=target,
@@ -466,6 +467,49 @@ class OrdersFlow(Flow):
             document_type=code,
             buyer_email=document.buyer.email if document.buyer else None,
         )
+        tax_details = self._tax_details(document, sign, lines) if target != SALES_ORDER else None
+        if tax_details:
+            order["tax_details"] = tax_details
+        return order
+
+    def _tax_details(
+        self, document: Document, sign: Decimal, lines: list[dict[str, Any]]
+    ) -> list[dict[str, Any]] | None:
+        """The document's own VAT amounts where Visma.net would compute another one.
+
+        Visma.net computes a document's VAT per VAT from its lines (net x rate, rounded to the
+        cent); a document may round otherwise -- a Hungarian invoice rounds its VAT to whole
+        forints. For such a VAT a tax detail line (``TaxDetailUpdateDto``: VAT id, taxable
+        amount, VAT amount) carries the document's amounts, so that the invoice in Visma.net
+        says what the issued invoice says; every other VAT is left to Visma.net, so documents
+        without such a difference are sent exactly as before. The VAT id comes from the value
+        map ``vat_ids`` (Visma.net VAT category -> its VAT id); without an entry the document
+        goes without tax details and the totals check reports the difference. Sales orders
+        have no tax details in the API.
+        """
+        vat_codes = self.ctx.value_maps.get("vat_codes") or {}
+        vat_ids = self.ctx.value_maps.get("vat_ids") or {}
+        details = []
+        for subtotal in document.tax_subtotals:
+            key = vat_key(subtotal.category, subtotal.rate)
+            net = sum((line["line_amount"] for line in lines if line["vat_key"] == key), Decimal(0))
+            rate = subtotal.rate or Decimal(0)
+            computed = (net * rate / 100).quantize(CENT, rounding=ROUND_HALF_UP)
+            amount = subtotal.amount * sign
+            if amount == computed:
+                continue
+            tax_id = vat_ids.get(vat_codes.get(key) or "")
+            if not tax_id:
+                return None
+            details.append(
+                {
+                    "vat_key": key,
+                    "tax_id": tax_id,
+                    "taxable": _text(net),
+                    "amount": _text(amount),
+                }
+            )
+        return details or None
 
     def _canonical_without_einvoice(self, receipt: Receipt, detail: ReceiptDetail) -> dict:
         """One line per VAT rate on the fallback item, from BB's gross amount and rate."""
@@ -748,7 +792,11 @@ class OrdersFlow(Flow):
             return payload
         if target == CREDIT_NOTE:
             renamed = {
-                {"invoiceLines": "lines", "billingAddress": "invoiceAddress"}.get(k, k): v
+                {
+                    "invoiceLines": "lines",
+                    "billingAddress": "invoiceAddress",
+                    "taxDetailLines": "taxDetails",
+                }.get(k, k): v
                 for k, v in payload.items()
             }
             out = {k: v for k, v in renamed.items() if k in CREDIT_NOTE_FIELDS}

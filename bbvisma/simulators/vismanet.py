@@ -2111,7 +2111,7 @@ class VismaSimulator(SimulatorBase):
             for index, line in enumerate(body.get(lines_key) or [])
         ]
         doc[lines_key] = lines
-        self._document_totals(doc, lines)
+        self._document_totals(doc, lines, body.get("taxDetailLines") or body.get("taxDetails"))
         due = body.get("documentDueDate")
         discount_date = body.get("cashDiscountDate")
         if terms is not None:
@@ -2184,7 +2184,23 @@ class VismaSimulator(SimulatorBase):
             record["branchNumber"] = self._branch_ref(line["branchNumber"], f"{field}.branchNumber")
         return record
 
-    def _document_totals(self, doc: dict, lines: list[dict]) -> None:
+    def _document_totals(
+        self, doc: dict, lines: list[dict], tax_details: list[dict] | None = None
+    ) -> None:
+        """Totals from the lines. ``tax_details`` (``taxDetailLines`` of an invoice,
+        ``taxDetails`` of a credit note: ``TaxDetailUpdateDto``) set the VAT amount of a VAT of
+        the document instead of the computed one -- how a document whose own rounding differs
+        (a HUF invoice rounds its VAT to whole forints) is booked as issued (*chosen*: the
+        given amount is taken as it is; a VAT id not on any line of the document is refused).
+        """
+        given: dict[str, Decimal] = {}
+        for index, detail in enumerate(tax_details or []):
+            tax_id = detail.get("taxId")
+            if not tax_id or detail.get("vatAmount") is None:
+                raise Reject(
+                    400, f"taxDetailLines[{index}]: 'Tax ID' and 'VAT amount' cannot be empty."
+                )
+            given[str(tax_id)] = _money(_dec(detail["vatAmount"]))
         net_by_category: dict[str | None, Decimal] = {}
         discount = Decimal(0)
         for line in lines:
@@ -2193,10 +2209,14 @@ class VismaSimulator(SimulatorBase):
             discount += _dec(line["discountAmount"])
         details = []
         detail = tax = taxable = exempt = Decimal(0)
+        applied: set[str] = set()
         for category, net in net_by_category.items():
             detail += net
             rate, vat_id = self._vat_rate(category)
             vat_amount = _money(net * rate / 100)
+            if vat_id in given:
+                vat_amount = given[vat_id]
+                applied.add(vat_id)
             tax += vat_amount
             if rate > 0:
                 taxable += net
@@ -2214,6 +2234,12 @@ class VismaSimulator(SimulatorBase):
                         "vatAmount": _num(vat_amount),
                     }
                 )
+        unknown = sorted(set(given) - applied)
+        if unknown:
+            raise Reject(
+                400,
+                f"taxDetailLines: VAT '{unknown[0]}' does not apply to any line of the document.",
+            )
         amount = detail + tax
         doc.update(
             {
