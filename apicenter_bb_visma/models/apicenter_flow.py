@@ -295,8 +295,9 @@ class ApicenterFlow(models.Model):
     )
 
     def _compute_images_note(self):
+        note = self.env._(IMAGES_NOTE)  # in the user's language
         for flow in self:
-            flow.images_note = str(IMAGES_NOTE) if flow.flow_type == "products" else False
+            flow.images_note = note if flow.flow_type == "products" else False
 
     def _compute_last_run(self):
         """Read from the runs rather than stored on the flow: a run is written through its own

@@ -44,7 +44,7 @@ class ApicenterRunBatch(models.Model):
     parked_count = fields.Integer(string="Parked")
     failed_count = fields.Integer(string="Failed")
     #: source key -> action over all attempts (see the module docstring)
-    actions = fields.Json()
+    actions = fields.Json(string="Actions per Record")
     message = fields.Text()
 
     _run_sequence_uniq = models.Constraint(
@@ -59,9 +59,13 @@ class ApicenterRun(models.Model):
         readonly=True, help="The run was split into batches processed by queue_job workers."
     )
     batch_ids = fields.One2many("apicenter.run.batch", "run_id", string="Batches")
-    batch_count = fields.Integer(string="Batches", readonly=True)
+    batch_count = fields.Integer(string="Number of Batches", readonly=True)
     #: the watermark the run stores when its last batch ends without an error
-    fanout_watermark = fields.Char(readonly=True)
+    fanout_watermark = fields.Char(
+        string="Watermark of the Run",
+        readonly=True,
+        help="Stored on the flow when the last batch ends and no record failed.",
+    )
 
     # -- the jobs (queue_job calls them; see sync/fanout.py) ------------------------------------
     def _job_stream(self):

@@ -78,3 +78,18 @@ class TestFlowSettings(ApicenterCase):
         products = self.make_flow(name="Products", flow_type="products")
         self.assertEqual(products.images_note, IMAGES_NOTE)
         self.assertFalse(self.make_flow(name="Stock", flow_type="stock").images_note)
+
+    def test_the_new_settings_read_in_german(self):
+        self.env["res.lang"]._activate_lang("de_DE")
+        self.env["ir.module.module"]._load_module_terms(["apicenter_bb_visma"], ["de_DE"])
+        env = self.env(context={"lang": "de_DE"})
+        fields = env["apicenter.flow"].fields_get(["update_on_match", "parallel_batches"])
+        self.assertEqual(fields["update_on_match"]["string"], "Gefundene Kunden aktualisieren")
+        self.assertIn("queue_job-Worker", fields["parallel_batches"]["help"])
+        products = self.make_flow(name="Products", flow_type="products").with_env(env)
+        products.invalidate_recordset(["images_note"])
+        self.assertTrue(products.images_note.startswith("BuchhaltungsButler hält keine"))
+        self.assertEqual(
+            env["apicenter.run.batch"]._fields["state"]._description_selection(env)[1],
+            ("retrying", "Wartet auf Wiederholung"),
+        )
