@@ -14,3 +14,4 @@ from . import test_flows_e2e_settings
 from . import test_flows_e2e
 from . import test_ops_monitoring
 from . import test_flows_e2e_parallel
+from . import test_flows_e2e_documents

@@ -351,3 +351,55 @@ class TestDerivedFlowsEndToEnd(ServedSimulatorsCase):
         for name, run in again.items():
             with self.subTest(flow=name):
                 self.assertEqual((run.created_count, run.updated_count), (0, 0))
+
+
+@tagged("post_install", "-at_install")
+class TestParkedOrderFixedByTheValueMap(ServedSimulatorsCase):
+    """A Visma.net company that books Dutch VAT (21 %, OSS) -- but the value map does not say
+    so yet: the Dutch invoices park naming the VAT; fixed in the value map, a retry books them."""
+
+    @classmethod
+    def visma_seed(cls):
+        seed = visma_default_seed()
+        seed["vats"].append(
+            {
+                "vatId": "VAT21",
+                "description": "Niederlande 21 % (OSS)",
+                "type": "Sales",
+                "calculateOn": "ItemAmount",
+                "schedules": [
+                    {"startDate": "2007-01-01T00:00:00", "vatRate": 21.0, "groupType": "Output"}
+                ],
+            }
+        )
+        seed["vatCategories"].append(
+            {
+                "vatCategoryId": "OSS21",
+                "description": "Niederlande 21 % (OSS)",
+                "active": True,
+                "vatCategoryLines": [{"vatId": "VAT21", "type": "Sales"}],
+            }
+        )
+        return seed
+
+    def test_unmapped_vat_parks_naming_it_and_the_retry_after_the_fix_books_the_invoice(self):
+        orders = self.make_flow(name="Orders", flow_type="orders")
+        run = self.run_scheduled(orders)
+        dutch = ("11", "28")
+        for key in dutch:
+            log = self.log_of(run, key)
+            self.assertEqual((log.action, log.cause_key), ("park", "data:unmapped:vat_codes:S:21"))
+            self.assertIn("no Visma.net VAT category for S:21", log.message)
+            self.assertNotIn(f"BB-{key}", self.visma_documents(), "parked before any write")
+        # the user maps the Dutch VAT in the value map, then retries the parked invoices
+        vat_codes = self.env["apicenter.value.map"].search([("code", "=", "vat_codes")])
+        vat_codes.line_ids = [(0, 0, {"source_value": "S:21", "target_value": "OSS21"})]
+        retry = orders._replay(list(dutch))
+        self.env.invalidate_all()
+        self.assertEqual((retry.state, retry.created_count), ("done", 2), retry.message)
+        for key in dutch:
+            log = self.log_of(retry, key)
+            invoice = self.visma_sim.invoices[log.target_key]
+            self.assertEqual(invoice["externalReference"], f"BB-{key}")
+            self.assertEqual({line["vatCode"]["id"] for line in invoice["invoiceLines"]}, {"OSS21"})
+        self.assertEqual(self.visma_documents()["BB-11"], 1)
