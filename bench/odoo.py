@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,49 +175,47 @@ def _odoo_version() -> str:
     return odoo.release.version
 
 
-def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str, Any]]:
-    from odoo import SUPERUSER_ID, api
-
-    from odoo.addons.apicenter_bb_visma.sync.linkstore import OdooLinkStore
-    from odoo.addons.apicenter_bb_visma.sync.sink import OdooRunSink
-
-    from bbvisma.engine import Flow
-    from bbvisma.simulators.common import sim_http_client
-
-    rows = []
-    with registry.cursor() as cr:
-        env = api.Environment(cr, SUPERUSER_ID, {})
-        integration = env["apicenter.integration"].create(
+def _bench_integration(env: Any, rig: Rig, n: int, flows: list[str]) -> tuple[Any, dict]:
+    """An integration on the rig's simulators and one inactive flow per flow type."""
+    integration = env["apicenter.integration"].create(
+        {
+            "name": f"bench {n} {time.strftime('%H:%M:%S')}",
+            "bb_base_url": BB_BASE,
+            "bb_api_client": rig.bb_credentials["api_client"],
+            "bb_api_secret": rig.bb_credentials["api_secret"],
+            "bb_api_key": rig.bb_credentials["api_key"],
+            "visma_base_url": VISMA_BASE,
+            "visma_token_url": VISMA_BASE + "/connect/token",
+            "visma_client_id": rig.visma_credentials["client_id"],
+            "visma_client_secret": rig.visma_credentials["client_secret"],
+            "visma_tenant_id": rig.visma_credentials["tenant_id"],
+            "visma_company_id": rig.visma_credentials["company_id"],
+        }
+    )
+    records = {
+        flow_type: env["apicenter.flow"].create(
             {
-                "name": f"bench {n} {time.strftime('%H:%M:%S')}",
-                "bb_base_url": BB_BASE,
-                "bb_api_client": rig.bb_credentials["api_client"],
-                "bb_api_secret": rig.bb_credentials["api_secret"],
-                "bb_api_key": rig.bb_credentials["api_key"],
-                "visma_base_url": VISMA_BASE,
-                "visma_token_url": VISMA_BASE + "/connect/token",
-                "visma_client_id": rig.visma_credentials["client_id"],
-                "visma_client_secret": rig.visma_credentials["client_secret"],
-                "visma_tenant_id": rig.visma_credentials["tenant_id"],
-                "visma_company_id": rig.visma_credentials["company_id"],
+                "name": f"bench {flow_type}",
+                "integration_id": integration.id,
+                "flow_type": flow_type,
+                "batch_size": 100,
+                # active (batch jobs skip archived flows); the integration stays in draft, so
+                # no scheduled action starts while the bench runs
+                "active": True,
             }
         )
-        records = {
-            flow_type: env["apicenter.flow"].create(
-                {
-                    "name": f"bench {flow_type}",
-                    "integration_id": integration.id,
-                    "flow_type": flow_type,
-                    "batch_size": 100,
-                    "active": False,  # no scheduled action may start while the bench runs
-                }
-            )
-            for flow_type in flows
-        }
-        cr.commit()
-        integration_id = integration.id
+        for flow_type in flows
+    }
+    return integration, records
+
+
+@contextlib.contextmanager
+def _wired_clients(registry: Any, rig: Rig) -> Iterator[None]:
+    """The integration's ``_get_client`` builds the real clients on the rig's simulators."""
+    from bbvisma.simulators.common import sim_http_client
+
     Integration = registry["apicenter.integration"]
-    original_get_client = Integration._get_client
+    original = Integration._get_client
     apps = {"bb": (rig.bb_app, BB_BASE), "visma": (rig.visma_app, VISMA_BASE)}
 
     def wired(integration, system, **options):
@@ -224,8 +223,29 @@ def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str
         options.setdefault("http_client", sim_http_client(app, base))
         options.setdefault("sleep", rig.clock.sleep)
         options.setdefault("clock", rig.clock.monotonic)
-        return original_get_client(integration, system, **options)
+        return original(integration, system, **options)
 
+    Integration._get_client = wired
+    try:
+        yield
+    finally:
+        Integration._get_client = original
+
+
+def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str, Any]]:
+    from odoo import SUPERUSER_ID, api
+
+    from odoo.addons.apicenter_bb_visma.sync.linkstore import OdooLinkStore
+    from odoo.addons.apicenter_bb_visma.sync.sink import OdooRunSink
+
+    from bbvisma.engine import Flow
+
+    rows = []
+    with registry.cursor() as cr:
+        env = api.Environment(cr, SUPERUSER_ID, {})
+        integration, records = _bench_integration(env, rig, n, flows)
+        cr.commit()
+        integration_id = integration.id
     timers = _Timers()
     patches = [
         timers.wrap(Flow, "run", "engine"),
@@ -240,8 +260,8 @@ def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str
     if "guard" in vars(OdooLinkStore):
         patches.append(timers.wrap_context(OdooLinkStore, "guard", "links.guard"))
     try:
-        Integration._get_client = wired
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_wired_clients(registry, rig))
             for patch in patches:
                 stack.enter_context(patch)
             for label in ("full", "no-change"):
@@ -250,7 +270,6 @@ def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str
                         _one_run(registry, records[flow_type].id, flow_type, label, n, rig, timers)
                     )
     finally:
-        Integration._get_client = original_get_client
         with registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
             env["apicenter.integration"].browse(integration_id).unlink()
@@ -329,3 +348,159 @@ def _one_run(
         queries,
     )
     return row
+
+
+# --------------------------------------------------------------------------------------------
+# Parallel batches through queue_job
+# --------------------------------------------------------------------------------------------
+def odoo_parallel(
+    db: str, n: int, *, workers: int = 4, batch_size: int = 50, flow_type: str = "customers"
+) -> dict[str, Any]:
+    """One run with "Parallel batches" on, its jobs performed by ``workers`` threads the way
+    queue_job's runner performs them (each job in its own transaction: started, performed,
+    done, or postponed on RetryableJobError). Then every batch job is performed once more --
+    as if each worker had died after writing its records but before marking its job done:
+    the records must be skipped by their links, nothing written twice."""
+    from odoo import SUPERUSER_ID, api
+
+    registry = _start_odoo(db)
+    rig = make_rig(debtor_count=n, receipt_count=n if flow_type != "customers" else 0, indexed=True)
+    try:
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            needed = ["products", flow_type] if flow_type == "orders" else [flow_type]
+            integration, flows = _bench_integration(env, rig, n, needed)
+            flow = flows[flow_type]
+            products_id = flows["products"].id if "products" in flows else None
+            flow.write({"parallel_batches": True, "batch_size": batch_size})
+            cr.commit()
+            integration_id, flow_id = integration.id, flow.id
+        with _wired_clients(registry, rig):
+            if products_id:  # the orders' SKUs first (not in parallel)
+                _one_run(registry, products_id, "products", "setup", n, rig, _Timers())
+            rig.clear_logs()
+            started = time.perf_counter()
+            with registry.cursor() as cr:
+                env = api.Environment(cr, SUPERUSER_ID, {})
+                run = env["apicenter.flow"].browse(flow_id)._run()
+                run_id = run.id
+                cr.commit()
+            performed = _work(registry, run_id, workers)
+            wall = time.perf_counter() - started
+            first_writes = dict(rig.visma_app.write_keys)
+            rig.clear_logs()
+            replayed = _work(registry, run_id, 1, replay_done=True)
+            second_writes = sum(rig.visma_app.write_keys.values())
+        with registry.cursor() as cr:
+            env = api.Environment(cr, SUPERUSER_ID, {})
+            run = env["apicenter.run"].browse(run_id)
+            counts = {
+                "create": run.created_count,
+                "update": run.updated_count,
+                "skip": run.skipped_count,
+                "park": run.parked_count,
+                "error": run.failed_count,
+            }
+            state, batches, message = run.state, len(run.batch_ids), run.message
+            causes = Counter(run.log_ids.mapped("cause_key"))
+            env["apicenter.integration"].browse(integration_id).unlink()
+            cr.commit()
+        from .faults import SUBJECTS
+        from .scenarios import _own_writes
+
+        own = _own_writes(flow_type, Counter(first_writes))
+        return {
+            "flow": flow_type,
+            "records": n,
+            "workers": workers,
+            "batches": batches,
+            "jobs_performed": performed,
+            "jobs_replayed": replayed,
+            "state": state,
+            "message": message,
+            "causes": {str(k): v for k, v in causes.items() if k},
+            "counts": {k: v for k, v in counts.items() if v},
+            "writes": sum(own.values()),
+            "records_written_twice": sum(1 for c in own.values() if c > 1),
+            "writes_on_replay": second_writes,
+            "duplicates_in_visma": SUBJECTS[flow_type].duplicates(rig),
+            "wall_s": wall,
+        }
+    finally:
+        rig.close()
+
+
+def _work(registry: Any, run_id: int, workers: int, *, replay_done: bool = False) -> int:
+    """Perform the run's jobs with ``workers`` threads until none is left; returns how many
+    were performed. ``replay_done``: set the run's done batch jobs pending again first."""
+    from odoo import SUPERUSER_ID, api
+
+    from odoo.addons.queue_job.exception import RetryableJobError
+    from odoo.addons.queue_job.job import Job
+
+    pattern = f"apicenter_bb_visma:run:{run_id}:%"
+    if replay_done:
+        # as if every worker had died after writing its records but before its job and
+        # batch were marked done: queue_job requeues the jobs, the batches are open again
+        with registry.cursor() as cr:
+            cr.execute(
+                "UPDATE queue_job SET state = 'pending', date_done = NULL "
+                "WHERE identity_key LIKE %s AND identity_key NOT LIKE %s AND state = 'done'",
+                [pattern, f"apicenter_bb_visma:run:{run_id}:stream"],
+            )
+            cr.execute(
+                "UPDATE apicenter_run_batch SET state = 'queued' WHERE run_id = %s", [run_id]
+            )
+            cr.execute("UPDATE apicenter_run SET state = 'running' WHERE id = %s", [run_id])
+    performed = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        idle = 0
+        while idle < 50:
+            with registry.cursor() as cr:
+                cr.execute(
+                    "SELECT uuid FROM queue_job WHERE identity_key LIKE %s AND state = 'pending' "
+                    "AND (eta IS NULL OR eta <= now() at time zone 'utc') "
+                    "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    [pattern],
+                )
+                row = cr.fetchone()
+                if row is None:
+                    cr.execute(
+                        "SELECT count(*) FROM queue_job WHERE identity_key LIKE %s "
+                        "AND state IN ('pending', 'enqueued', 'started')",
+                        [pattern],
+                    )
+                    if not cr.fetchone()[0]:
+                        return
+                    idle += 1
+                    cr.rollback()
+                    time.sleep(0.05)
+                    continue
+                idle = 0
+                env = api.Environment(cr, SUPERUSER_ID, {})
+                job = Job.load(env, row[0])
+                job.set_started()
+                job.store()
+                cr.commit()
+                try:
+                    job.perform()
+                except RetryableJobError as err:
+                    cr.rollback()
+                    job.postpone(result=str(err), seconds=0)
+                    job.set_pending(reset_retry=False)
+                    job.store()
+                else:
+                    job.set_done()
+                    job.store()
+                cr.commit()
+                with lock:
+                    performed.append(row[0])
+
+    threads = [threading.Thread(target=worker, name=f"job-worker-{i}") for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(performed)

@@ -94,6 +94,22 @@ def targets(result: BenchResult) -> list[tuple[bool, str]]:
                 f"{p.duplicates_in_visma} duplicate(s) (identity keys on)",
             )
         )
+    for row in result.odoo_parallel:
+        ok = (
+            row["records_written_twice"] == 0
+            and row["duplicates_in_visma"] == 0
+            and row["writes_on_replay"] == 0
+            and row["state"] == "done"
+        )
+        lines.append(
+            (
+                ok,
+                f"parallel batches through queue_job (Odoo), {row['flow']}: {row['workers']} "
+                f"worker threads, {row['batches']} batch jobs: {row['records_written_twice']} "
+                f"record(s) written twice, {row['duplicates_in_visma']} duplicate(s); every done "
+                f"batch job performed again: {row['writes_on_replay']} write(s)",
+            )
+        )
     if result.faults:
         clean = [o for o in result.faults if o.ok]
         known = [o for o in result.faults if not o.ok and o.known_defect]
@@ -342,6 +358,29 @@ def render(result: BenchResult, command: str) -> str:
             out += [result.odoo_note, ""]
         if result.odoo:
             out += odoo_table(result.odoo)
+    if result.odoo_parallel:
+        out += [
+            "",
+            "## Batches over queue_job workers, through the Odoo module",
+            "",
+            "Measured: the Odoo wiring itself -- a flow with *Parallel batches* on, `_run()` "
+            "queues the run's stream job; worker threads perform the jobs the way queue_job's "
+            "runner does (each in its own transaction: started, performed, done; postponed on "
+            "RetryableJobError), `FOR UPDATE SKIP LOCKED` to take one. Then every batch job is "
+            "performed once more with its batch reopened -- as if each worker had died after "
+            "writing its records but before marking the job done.",
+            "",
+            "| flow | records | workers | batch jobs | jobs performed | run | outcome | writes | "
+            "records written twice | duplicates | writes when replayed | wall s |",
+            "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in result.odoo_parallel:
+            out.append(
+                f"| {r['flow']} | {r['records']:,} | {r['workers']} | {r['batches']} | "
+                f"{r['jobs_performed']} | {r['state']} | {_counts(r['counts'])} | "
+                f"{r['writes']:,} | {r['records_written_twice']} | {r['duplicates_in_visma']} | "
+                f"{r['writes_on_replay']} | {_f(r['wall_s'], 1)} |"
+            )
     if result.faults:
         from .faults import table
 

@@ -56,6 +56,7 @@ class BenchResult:
     parallel: list[Any] = field(default_factory=list)
     odoo: list[dict[str, Any]] = field(default_factory=list)
     odoo_note: str | None = None
+    odoo_parallel: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Any] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
 
@@ -198,9 +199,21 @@ def run_bench(
                     )
                 )
     if odoo_db:
-        from .odoo import odoo_runs
+        from .odoo import odoo_parallel, odoo_runs
 
         result.odoo, result.odoo_note = timed("odoo", odoo_runs, odoo_db, ns, flows)
+        if "parallel" in passes:
+            for flow in ("customers", "orders"):
+                if flow in flows:
+                    result.odoo_parallel.append(
+                        timed(
+                            f"odoo parallel {flow}",
+                            odoo_parallel,
+                            odoo_db,
+                            parallel_n,
+                            flow_type=flow,
+                        )
+                    )
     if "faults" in passes:
         from .faults import run_all
 
