@@ -311,6 +311,7 @@ def scenario(client: VismaClient, guard: ContractGuard) -> None:
     get("/v1/paymentmethod/UEB")
     client.list_credit_terms()
     client.list_carriers()
+    client.list_sales_order_types()
     get("/v1/carrier/DHL")
     client.list_branches()
     get("/v1/branch/1")

@@ -71,7 +71,9 @@ class ApicenterFlowOps(models.Model):
     last_sync_state = fields.Selection(
         RUN_STATES, string="Last Real Run State", compute="_compute_dashboard"
     )
-    last_sync_run_id = fields.Many2one("apicenter.run", compute="_compute_dashboard")
+    last_sync_run_id = fields.Many2one(
+        "apicenter.run", string="Latest Real Run", compute="_compute_dashboard"
+    )
     health = fields.Selection(FLOW_HEALTH, compute="_compute_dashboard")
 
     # -- dashboard ----------------------------------------------------------------------------
@@ -128,9 +130,10 @@ class ApicenterFlowOps(models.Model):
 
     def action_open_problems(self):
         self.ensure_one()
+        name = self.env._("Problems")
         return {
             "type": "ir.actions.act_window",
-            "name": self.env._("Problems"),
+            "name": name,
             "res_model": "apicenter.problem",
             "view_mode": "list,form",
             "domain": [("flow_id", "=", self.id)],
@@ -139,9 +142,10 @@ class ApicenterFlowOps(models.Model):
 
     def action_open_runs(self):
         self.ensure_one()
+        name = self.env._("Runs")
         return {
             "type": "ir.actions.act_window",
-            "name": self.env._("Runs"),
+            "name": name,
             "res_model": "apicenter.run",
             "view_mode": "list,form,graph,pivot",
             "domain": [("flow_id", "=", self.id)],
@@ -149,11 +153,15 @@ class ApicenterFlowOps(models.Model):
 
     # -- schedule and stalled detection -----------------------------------------------------------
     def _sync_cron(self):
-        """Also remember when each flow's schedule was switched on (the stall reference)."""
+        """Also remember when each flow's schedule was switched on (the stall reference).
+
+        Runs as superuser: an Integration Manager who may create and edit flows has no right
+        on ir.cron itself, and the scheduled action belongs to the flow (found with the setup
+        assistant, where a manager creates the flows)."""
         was_active = {
             flow.id: flow.cron_id.active for flow in self.sudo().with_context(active_test=False)
         }
-        result = super()._sync_cron()
+        result = super(ApicenterFlowOps, self.sudo())._sync_cron()
         now = fields.Datetime.now()
         for flow in self.sudo().with_context(active_test=False):
             active = flow.cron_id.active

@@ -53,9 +53,10 @@ class ApicenterIntegrationOps(models.Model):
 
     def action_open_problems(self):
         self.ensure_one()
+        name = self.env._("Problems")
         return {
             "type": "ir.actions.act_window",
-            "name": self.env._("Problems"),
+            "name": name,
             "res_model": "apicenter.problem",
             "view_mode": "list,form",
             "domain": [("integration_id", "=", self.id)],

@@ -105,9 +105,10 @@ class ApicenterLogOps(models.Model):
         self.env.invalidate_all()  # written through the runs' own cursors
         if len(runs) == 1:
             return runs.action_open_logs()
+        name = self.env._("Retry runs")
         return {
             "type": "ir.actions.act_window",
-            "name": self.env._("Retry runs"),
+            "name": name,
             "res_model": "apicenter.run",
             "view_mode": "list,form",
             "domain": [("id", "in", runs.ids)],

@@ -89,9 +89,10 @@ class ApicenterProblem(models.Model):
     # -- buttons ------------------------------------------------------------------------------
     def action_open_logs(self):
         self.ensure_one()
+        name = self.env._("Records of the problem")
         return {
             "type": "ir.actions.act_window",
-            "name": self.env._("Records of the problem"),
+            "name": name,
             "res_model": "apicenter.log",
             "view_mode": "list,form",
             "domain": [("problem_id", "=", self.id)],

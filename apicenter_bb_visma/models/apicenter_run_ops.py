@@ -92,9 +92,10 @@ class ApicenterRunOps(models.Model):
     def action_open_dry_run(self):
         """The log lines of a dry run, each with the exact payload it would have sent."""
         self.ensure_one()
+        name = self.env._("Dry run: what would be sent")
         return {
             "type": "ir.actions.act_window",
-            "name": self.env._("Dry run: what would be sent"),
+            "name": name,
             "res_model": "apicenter.log",
             "view_mode": "list,form",
             "views": [

@@ -13,5 +13,8 @@ from . import test_security_secrets
 from . import test_flows_e2e_settings
 from . import test_flows_e2e
 from . import test_ops_monitoring
+from . import test_ops_setup
 from . import test_flows_e2e_parallel
+from . import test_ops_dry_run_replay
+from . import test_ops_views
 from . import test_flows_e2e_documents

@@ -31,7 +31,8 @@ class TestOpsProblems(ItemsFlowCase):
         self.assertEqual(run.parked_count, 201)
         problems = self.problems()
         self.assertEqual(
-            sorted(problems.mapped("cause_key")), ["data:missing_sku:SKU-4711", "data:missing_sku:SKU-9"]
+            sorted(problems.mapped("cause_key")),
+            ["data:missing_sku:SKU-4711", "data:missing_sku:SKU-9"],
         )
         sku = problems.filtered(lambda p: p.cause_key.endswith("SKU-4711"))
         self.assertEqual((sku.record_count, sku.state, sku.scope), (200, "open", "record"))

@@ -101,7 +101,9 @@ class ApicenterSetupChoice(models.Model):
     _order = "kind, code"
     _rec_names_search = ["code", "name"]
 
-    setup_id = fields.Many2one("apicenter.setup", required=True, ondelete="cascade", index=True)
+    setup_id = fields.Many2one(
+        "apicenter.setup", string="Setup Assistant", required=True, ondelete="cascade", index=True
+    )
     kind = fields.Selection(CHOICE_KINDS, required=True)
     code = fields.Char(required=True)
     name = fields.Char()
@@ -135,8 +137,10 @@ class ApicenterSetup(models.Model):
     bb_api_client = fields.Char(related="integration_id.bb_api_client", readonly=False)
     bb_api_secret = fields.Char(related="integration_id.bb_api_secret", readonly=False)
     bb_api_key = fields.Char(related="integration_id.bb_api_key", readonly=False)
-    bb_test_state = fields.Selection(TEST_STATES, default="untested", required=True)
-    bb_test_message = fields.Text(readonly=True)
+    bb_test_state = fields.Selection(
+        TEST_STATES, string="BuchhaltungsButler Test", default="untested", required=True
+    )
+    bb_test_message = fields.Text(string="BuchhaltungsButler Test Result", readonly=True)
     # -- 2. Visma.net -----------------------------------------------------------------------
     visma_base_url = fields.Char(
         related="integration_id.visma_base_url", readonly=False, default=VISMA_DEFAULT_URL
@@ -148,8 +152,10 @@ class ApicenterSetup(models.Model):
     visma_client_secret = fields.Char(related="integration_id.visma_client_secret", readonly=False)
     visma_tenant_id = fields.Char(related="integration_id.visma_tenant_id", readonly=False)
     visma_company_id = fields.Char(related="integration_id.visma_company_id", readonly=False)
-    visma_test_state = fields.Selection(TEST_STATES, default="untested", required=True)
-    visma_test_message = fields.Text(readonly=True)
+    visma_test_state = fields.Selection(
+        TEST_STATES, string="Visma.net Test", default="untested", required=True
+    )
+    visma_test_message = fields.Text(string="Visma.net Test Result", readonly=True)
     # -- 3. flows -----------------------------------------------------------------------------
     flow_customers = fields.Boolean(string="Customers", default=True)
     flow_orders = fields.Boolean(string="Orders", default=True)
@@ -169,7 +175,7 @@ class ApicenterSetup(models.Model):
     # -- 4. questions (choices read live from Visma.net) --------------------------------------
     choice_ids = fields.One2many("apicenter.setup.choice", "setup_id", string="Choices")
     choices_date = fields.Datetime(string="Choices Read At", readonly=True)
-    choices_message = fields.Text(readonly=True)
+    choices_message = fields.Text(string="Problems Reading the Choices", readonly=True)
     branch_choice_id = fields.Many2one(
         "apicenter.setup.choice",
         string="Branch",
@@ -264,8 +270,10 @@ class ApicenterSetup(models.Model):
         for vals in vals_list:
             if vals.get("integration_id"):
                 continue
+            # copied, not popped: the related fields write the same values once more, and a
+            # default Odoo would add for a missing one cannot overwrite the user's
             integration_vals = {
-                name: vals.pop(name) for name in ("name", *BB_FIELDS, *VISMA_FIELDS) if name in vals
+                name: vals[name] for name in ("name", *BB_FIELDS, *VISMA_FIELDS) if name in vals
             }
             integration_vals.setdefault("name", self.env._("BuchhaltungsButler to Visma.net"))
             integration_vals["state"] = "draft"
@@ -699,18 +707,19 @@ def _plain_error(env, system, exc):
             "Quota reached: the API refuses more requests for now; wait a minute and test again."
         )
     elif isinstance(exc, AuthError):
+        # keys as "system:code" text: a tuple after a _() call confuses Odoo's term extractor
         headline = {
-            ("bb", "3"): _("Unknown credentials: check the API client and the API secret."),
-            ("bb", "4"): _("Unknown API key: no BuchhaltungsButler company answers to this key."),
-            ("bb", "11"): _(
+            "bb:3": _("Unknown credentials: check the API client and the API secret."),
+            "bb:4": _("Unknown API key: no BuchhaltungsButler company answers to this key."),
+            "bb:11": _(
                 "Inactive customer: the BuchhaltungsButler company of this API key is not active."
             ),
-            ("visma", "invalid_client"): _(
+            "visma:invalid_client": _(
                 "Unknown credentials: check the client ID and the client secret."
             ),
-            ("visma", "12027"): _("No licence: check the tenant ID."),
-            ("visma", "12002"): _("Wrong company: check the company ID against the tenant ID."),
-        }.get((system, code), _("Access refused."))
+            "visma:12027": _("No licence: check the tenant ID."),
+            "visma:12002": _("Wrong company: check the company ID against the tenant ID."),
+        }.get(f"{system}:{code}") or _("Access refused.")
     elif isinstance(exc, ConfigError):
         headline = _("Setting missing or wrong.")
     elif isinstance(exc, (ConnectionFailed, RequestTimeout)):
