@@ -246,6 +246,8 @@ class ApicenterFlowOps(models.Model):
             return action
         run = self.env["apicenter.run"].browse(action["res_id"])
         self.env.invalidate_all()  # the run was written through its own cursor
+        if not run.log_count:
+            return action  # nothing was read (e.g. wrong credentials): the run says why
         return run.action_open_dry_run()
 
     # -- retry (replay) ---------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 """Integrations, operator side: health of all its flows at a glance, open problems, and the
 way back into an unfinished setup assistant."""
 
-from odoo import fields, models
+from datetime import timedelta
+
+from odoo import api, fields, models
 
 from .apicenter_flow_ops import FLOW_HEALTH
+from .apicenter_integration import PURGE_BATCH_SIZE
 
 #: the worst flow decides the integration's health, in this order
 HEALTH_ORDER = ["failed", "stalled", "warning", "never", "paused", "ok"]
@@ -62,6 +65,27 @@ class ApicenterIntegrationOps(models.Model):
             "domain": [("integration_id", "=", self.id)],
             "context": {"search_default_open": 1},
         }
+
+    @api.model
+    def _purge_expired(self, batch_size=PURGE_BATCH_SIZE, commit=False, now=None):
+        """Resolved problems go with the runs and log lines past the retention; open ones
+        stay, whatever their age: they still need someone."""
+        result = super()._purge_expired(batch_size=batch_size, commit=commit, now=now)
+        now = now or fields.Datetime.now()
+        integrations = self.sudo().with_context(active_test=False).search([])  # pylint: disable=no-search-all
+        for integration in integrations:
+            cutoff = now - timedelta(days=integration.log_retention_days)
+            self._purge_model(
+                "apicenter.problem",
+                [
+                    ("integration_id", "=", integration.id),
+                    ("state", "=", "resolved"),
+                    ("resolved_date", "<", cutoff),
+                ],
+                batch_size,
+                commit,
+            )
+        return result
 
     def action_continue_setup(self):
         self.ensure_one()

@@ -236,15 +236,14 @@ class ApicenterRunOps(models.Model):
 
     def _announce(self, summary, opened, known, resolved):
         """One message on the flow; it notifies the recipients only when something is new."""
-        _ = self.env._
         body = Markup("<p>%s</p>") % summary
         if opened:
-            body += _section(_("New problem, reported once until it is resolved:"), opened)
+            body += _section(self.env._("New problem, reported once until it is resolved:"), opened)
         if known:
-            body += _section(_("Still open, reported before:"), known)
+            body += _section(self.env._("Still open, reported before:"), known)
         if resolved:
             items = [
-                _(
+                self.env._(
                     "%(message)s (cause %(cause)s, first seen %(first)s, %(count)s occurrence(s))",
                     message=problem.message or "",
                     cause=problem.cause_key,
@@ -253,7 +252,7 @@ class ApicenterRunOps(models.Model):
                 )
                 for problem in resolved
             ]
-            body += _section(_("Resolved:"), items)
+            body += _section(self.env._("Resolved:"), items)
         recipients = self.integration_id.notify_partner_ids
         if (opened or resolved) and recipients:
             self.flow_id.message_post(

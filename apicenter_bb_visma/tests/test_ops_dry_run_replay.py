@@ -77,6 +77,16 @@ class TestOpsDryRun(OpsSimulatorFlowCase):
         self.assertFalse(self.env["apicenter.problem"].search([("flow_id", "=", self.flow.id)]))
         self.assertEqual(len(self.visma_sim.customers), len(self.visma_sim._seed["customers"]))
 
+    def test_dry_run_that_cannot_read_opens_the_run_with_the_reason(self):
+        self.integration.bb_api_secret = "wrong-secret"
+        action = self.flow.action_dry_run()
+        self.env.invalidate_all()
+        self.assertEqual(action["res_model"], "apicenter.run")
+        run = self.env["apicenter.run"].browse(action["res_id"])
+        self.assertEqual(run.state, "failed")
+        self.assertIn("rejected the API credentials", run.message)
+        self.assertFalse(self.env["apicenter.problem"].search([("flow_id", "=", self.flow.id)]))
+
     def test_the_same_run_for_real_writes_so_the_check_can_fail(self):
         run = self.flow._run()
         self.env.invalidate_all()

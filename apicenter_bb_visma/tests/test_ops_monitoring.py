@@ -251,3 +251,19 @@ class TestOpsStalled(ItemsFlowCase):
         self.flow.schedule_since = fields.Datetime.now() - timedelta(hours=2)
         self.env["apicenter.flow"]._cron_check_stalled()
         self.assertTrue(self.flow.is_stalled)
+
+
+@tagged("post_install", "-at_install")
+class TestOpsProblemRetention(ItemsFlowCase):
+    def test_resolved_problems_past_retention_are_purged_open_ones_stay(self):
+        self.run_flow(orders(2, missing_sku="OLD"))
+        self.run_flow(orders(2))
+        self.run_flow(orders(1, prefix="N", missing_sku="NEW"))
+        Problem = self.env["apicenter.problem"]
+        old = Problem.search([("cause_key", "=", "data:missing_sku:OLD")])
+        new = Problem.search([("cause_key", "=", "data:missing_sku:NEW")])
+        self.assertEqual((old.state, new.state), ("resolved", "open"))
+        later = fields.Datetime.now() + timedelta(days=self.integration.log_retention_days + 1)
+        self.env["apicenter.integration"]._purge_expired(now=later)
+        self.assertFalse(old.exists())
+        self.assertTrue(new.exists(), "an open problem still needs someone")

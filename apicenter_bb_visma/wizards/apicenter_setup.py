@@ -207,7 +207,6 @@ class ApicenterSetup(models.Model):
     )
     order_type_id = fields.Many2one(
         "apicenter.setup.choice",
-        string="Order Type",
         domain="[('setup_id', '=', id), ('kind', '=', 'order_type')]",
     )
     status_filter = fields.Selection(
@@ -246,7 +245,6 @@ class ApicenterSetup(models.Model):
     )
     warehouse_id = fields.Many2one(
         "apicenter.setup.choice",
-        string="Warehouse",
         domain="[('setup_id', '=', id), ('kind', '=', 'warehouse')]",
     )
     carrier_id = fields.Many2one(
@@ -700,43 +698,41 @@ def _plain_error(env, system, exc):
         TransientError,
     )
 
-    _ = env._
     code = str(exc.code) if exc.code is not None else ""
     if isinstance(exc, RateLimited):
-        headline = _(
+        headline = env._(
             "Quota reached: the API refuses more requests for now; wait a minute and test again."
         )
     elif isinstance(exc, AuthError):
-        # keys as "system:code" text: a tuple after a _() call confuses Odoo's term extractor
+        # keys as "system:code" text: a tuple after a env._() call confuses Odoo's term extractor
         headline = {
-            "bb:3": _("Unknown credentials: check the API client and the API secret."),
-            "bb:4": _("Unknown API key: no BuchhaltungsButler company answers to this key."),
-            "bb:11": _(
+            "bb:3": env._("Unknown credentials: check the API client and the API secret."),
+            "bb:4": env._("Unknown API key: no BuchhaltungsButler company answers to this key."),
+            "bb:11": env._(
                 "Inactive customer: the BuchhaltungsButler company of this API key is not active."
             ),
-            "visma:invalid_client": _(
+            "visma:invalid_client": env._(
                 "Unknown credentials: check the client ID and the client secret."
             ),
-            "visma:12027": _("No licence: check the tenant ID."),
-            "visma:12002": _("Wrong company: check the company ID against the tenant ID."),
-        }.get(f"{system}:{code}") or _("Access refused.")
+            "visma:12027": env._("No licence: check the tenant ID."),
+            "visma:12002": env._("Wrong company: check the company ID against the tenant ID."),
+        }.get(f"{system}:{code}") or env._("Access refused.")
     elif isinstance(exc, ConfigError):
-        headline = _("Setting missing or wrong.")
+        headline = env._("Setting missing or wrong.")
     elif isinstance(exc, (ConnectionFailed, RequestTimeout)):
-        headline = _("Not reachable: check the address and the network.")
+        headline = env._("Not reachable: check the address and the network.")
     elif isinstance(exc, TransientError):
-        headline = _("The service did not answer properly; try again later.")
+        headline = env._("The service did not answer properly; try again later.")
     else:
-        headline = _("The test failed.")
+        headline = env._("The test failed.")
     return f"{headline}\n{exc.message}"
 
 
 def _plain_success(env, system, result):
-    _ = env._
     result = result if isinstance(result, dict) else {}
     if system == "bb":
-        return _("Connected to BuchhaltungsButler.")
-    return _(
+        return env._("Connected to BuchhaltungsButler.")
+    return env._(
         "Connected to Visma.net company %(company)s (branches: %(branches)s).",
         company=result.get("company_name") or result.get("company_id") or "",
         branches=", ".join(str(b) for b in result.get("branches") or []) or "-",
