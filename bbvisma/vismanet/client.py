@@ -34,6 +34,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -326,6 +327,22 @@ def _since(params: dict[str, Any], since: Any, condition: str, prefix: str = "la
 # --------------------------------------------------------------------------------------------
 # The client
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DocumentKind:
+    """Where one kind of customer document lives in Visma.net.
+
+    Invoices and credit notes are created through v2 (the v1 POSTs are deprecated) and read,
+    listed, looked up and released through v1; apart from these paths they behave alike.
+    """
+
+    create_path: str
+    path: str
+
+
+CUSTOMER_INVOICE = DocumentKind("/v2/customerinvoice", "/v1/customerinvoice")
+CUSTOMER_CREDIT_NOTE = DocumentKind("/v2/customerCreditNote", "/v1/customerCreditNote")
+
+
 class VismaClient:
     """One Visma.net company, one API client. Thread-safe; close it (or use ``with``).
 
@@ -1083,63 +1100,66 @@ class VismaClient:
         return self.action(f"/v1/shipment/{_seg(shipment_number)}/action/confirmShipment")
 
     # -- customer invoices and credit notes ---------------------------------------------------
+    # Both kinds behave the same way and differ only in their paths (:class:`DocumentKind`);
+    # the public methods name the kind, the ``_..._document`` helpers do the work once.
     def create_customer_invoice(self, payload: Mapping[str, Any]) -> str:
         """Create a customer invoice (v2; the v1 POST is deprecated); returns its number."""
-        return self.create("/v2/customerinvoice", payload)
+        return self._create_document(CUSTOMER_INVOICE, payload)
 
     def get_customer_invoice(self, reference: str) -> dict[str, Any]:
-        return self.get_json(f"/v1/customerinvoice/{_seg(reference)}")
+        return self._get_document(CUSTOMER_INVOICE, reference)
 
-    def list_customer_invoices(
-        self,
-        *,
-        external_reference: str | None = None,
-        customer_ref_number: str | None = None,
-        customer: str | None = None,
-        status: str | None = None,
-        modified_since: dt.datetime | dt.date | str | None = None,
-        condition: str = ">=",
-        page_size: int = DEFAULT_PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        return self._list_documents(
-            "/v1/customerinvoice",
-            external_reference,
-            customer_ref_number,
-            customer,
-            status,
-            modified_since,
-            condition,
-            page_size,
-        )
+    def list_customer_invoices(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Customer invoices; ``filters`` as in :meth:`_list_documents`."""
+        return self._list_documents(CUSTOMER_INVOICE, **filters)
 
     def find_customer_invoice_by_external_ref(
         self, ref: str, *, field: str = "externalReference"
     ) -> dict[str, Any] | None:
         """The invoice carrying ``ref`` in ``externalReference`` (or ``customerRefNumber``)."""
-        return self._find_document("/v1/customerinvoice", ref, field)
+        return self._find_document(CUSTOMER_INVOICE, ref, field)
 
     def ensure_customer_invoice(
         self, payload: Mapping[str, Any], *, external_ref: str, field: str = "externalReference"
     ) -> tuple[str, bool]:
         """Create an invoice unless one with this external reference exists."""
-
-        def find() -> str | None:
-            found = self.find_customer_invoice_by_external_ref(external_ref, field=field)
-            return found.get("referenceNumber") if found else None
-
-        return self.ensure(find, lambda: self.create_customer_invoice(payload))
+        return self._ensure_document(CUSTOMER_INVOICE, payload, external_ref, field)
 
     def release_customer_invoice(self, reference: str) -> dict[str, Any]:
-        return self.action(f"/v1/customerinvoice/{_seg(reference)}/action/release")
+        return self._release_document(CUSTOMER_INVOICE, reference)
 
     def create_customer_credit_note(self, payload: Mapping[str, Any]) -> str:
-        return self.create("/v2/customerCreditNote", payload)
+        return self._create_document(CUSTOMER_CREDIT_NOTE, payload)
 
     def get_customer_credit_note(self, reference: str) -> dict[str, Any]:
-        return self.get_json(f"/v1/customerCreditNote/{_seg(reference)}")
+        return self._get_document(CUSTOMER_CREDIT_NOTE, reference)
 
-    def list_customer_credit_notes(
+    def list_customer_credit_notes(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Customer credit notes; ``filters`` as in :meth:`_list_documents`."""
+        return self._list_documents(CUSTOMER_CREDIT_NOTE, **filters)
+
+    def find_customer_credit_note_by_external_ref(
+        self, ref: str, *, field: str = "externalReference"
+    ) -> dict[str, Any] | None:
+        return self._find_document(CUSTOMER_CREDIT_NOTE, ref, field)
+
+    def ensure_customer_credit_note(
+        self, payload: Mapping[str, Any], *, external_ref: str, field: str = "externalReference"
+    ) -> tuple[str, bool]:
+        return self._ensure_document(CUSTOMER_CREDIT_NOTE, payload, external_ref, field)
+
+    def release_customer_credit_note(self, reference: str) -> dict[str, Any]:
+        return self._release_document(CUSTOMER_CREDIT_NOTE, reference)
+
+    def _create_document(self, kind: DocumentKind, payload: Mapping[str, Any]) -> str:
+        return self.create(kind.create_path, payload)
+
+    def _get_document(self, kind: DocumentKind, reference: str) -> dict[str, Any]:
+        return self.get_json(f"{kind.path}/{_seg(reference)}")
+
+    def _list_documents(
         self,
+        kind: DocumentKind,
         *,
         external_reference: str | None = None,
         customer_ref_number: str | None = None,
@@ -1148,37 +1168,6 @@ class VismaClient:
         modified_since: dt.datetime | dt.date | str | None = None,
         condition: str = ">=",
         page_size: int = DEFAULT_PAGE_SIZE,
-    ) -> Iterator[dict[str, Any]]:
-        return self._list_documents(
-            "/v1/customerCreditNote",
-            external_reference,
-            customer_ref_number,
-            customer,
-            status,
-            modified_since,
-            condition,
-            page_size,
-        )
-
-    def find_customer_credit_note_by_external_ref(
-        self, ref: str, *, field: str = "externalReference"
-    ) -> dict[str, Any] | None:
-        return self._find_document("/v1/customerCreditNote", ref, field)
-
-    def ensure_customer_credit_note(
-        self, payload: Mapping[str, Any], *, external_ref: str, field: str = "externalReference"
-    ) -> tuple[str, bool]:
-        def find() -> str | None:
-            found = self.find_customer_credit_note_by_external_ref(external_ref, field=field)
-            return found.get("referenceNumber") if found else None
-
-        return self.ensure(find, lambda: self.create_customer_credit_note(payload))
-
-    def release_customer_credit_note(self, reference: str) -> dict[str, Any]:
-        return self.action(f"/v1/customerCreditNote/{_seg(reference)}/action/release")
-
-    def _list_documents(
-        self, path, external_reference, customer_ref_number, customer, status, since, cond, size
     ) -> Iterator[dict[str, Any]]:
         params: dict[str, Any] = {}
         for param, value in (
@@ -1189,21 +1178,33 @@ class VismaClient:
         ):
             if value is not None:
                 params[param] = value
-        _since(params, since, cond)
+        _since(params, modified_since, condition)
         return self.iter_list(
-            path,
+            kind.path,
             params,
-            page_size=size,
+            page_size=page_size,
             key=lambda d: (d.get("documentType"), d.get("referenceNumber")),
         )
 
-    def _find_document(self, path: str, ref: str, field: str) -> dict[str, Any] | None:
+    def _find_document(self, kind: DocumentKind, ref: str, field: str) -> dict[str, Any] | None:
         if field not in ("externalReference", "customerRefNumber"):
             raise ValueError(f"cannot look documents up by {field!r}")
-        for document in self.iter_list(path, {field: ref}):
+        for document in self.iter_list(kind.path, {field: ref}):
             if document.get(field) == ref:  # the filter is trusted, and checked
                 return document
         return None
+
+    def _ensure_document(
+        self, kind: DocumentKind, payload: Mapping[str, Any], external_ref: str, field: str
+    ) -> tuple[str, bool]:
+        def find() -> str | None:
+            found = self._find_document(kind, external_ref, field)
+            return found.get("referenceNumber") if found else None
+
+        return self.ensure(find, lambda: self._create_document(kind, payload))
+
+    def _release_document(self, kind: DocumentKind, reference: str) -> dict[str, Any]:
+        return self.action(f"{kind.path}/{_seg(reference)}/action/release")
 
     # -- master data (read only) --------------------------------------------------------------
     def list_payment_methods(self) -> list[dict[str, Any]]:
