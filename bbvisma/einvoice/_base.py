@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from lxml import etree
 
 from bbvisma.errors import UnsupportedDocument
-from bbvisma.records import PaymentTerms
+from bbvisma.records import AllowanceCharge, DocumentTotals, PaymentTerms
 
 # --------------------------------------------------------------------------------------------
 # Causes (stable keys for UnsupportedDocument.cause; the flows and the CLI group by them)
@@ -42,6 +43,9 @@ NS = {
     "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
     "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
 }
+
+#: GS1 GTIN in ISO/IEC 6523 (the scheme EN 16931 names for BT-157).
+GTIN_SCHEME = "0160"
 
 #: Secure and tolerant of big files: no entity expansion (billion laughs, XXE), no network, but
 #: ``huge_tree`` so that a base64 attachment above libxml2's 10 MB text-node limit still parses.
@@ -179,6 +183,107 @@ def dec_sum(values: Iterable[Decimal]) -> Decimal:
     for value in values:
         total += value
     return total
+
+
+def opt_text(el, q: Q) -> str | None:
+    """``q``'s text under an optional element (``None`` when the element is absent)."""
+    return q.text(el) if el is not None else None
+
+
+def opt_decimal(el, q: Q, what: str, source: str | None) -> Decimal | None:
+    """``q``'s decimal under an optional element (``None`` when the element is absent)."""
+    return to_decimal(q.text(el), what, source) if el is not None else None
+
+
+# --------------------------------------------------------------------------------------------
+# Business groups that read the same in both syntaxes, given each syntax's paths
+# --------------------------------------------------------------------------------------------
+def item_global_ids(nodes) -> tuple[str | None, str | None, str | None]:
+    """BT-157 identifiers of an item: ``(gtin, global_id, global_id_scheme)``.
+
+    The first identifier in the GTIN scheme is the GTIN; the first one in any other scheme is
+    kept with its scheme, so a product can still be matched by it. Blank ones are skipped.
+    """
+    gtin = global_id = global_scheme = None
+    for node in nodes:
+        scheme, value = node.get("schemeID"), node_text(node)
+        if not value:
+            continue
+        if scheme == GTIN_SCHEME and gtin is None:
+            gtin = value
+        elif global_id is None:
+            global_id, global_scheme = value, scheme
+    return gtin, global_id, global_scheme
+
+
+@dataclass(frozen=True)
+class AllowancePaths:
+    """One syntax's paths of an allowance/charge (BG-20/21/27/28) and of its VAT category."""
+
+    indicator: Q
+    amount: Q
+    base: Q
+    percent: Q
+    reason: Q
+    reason_code: Q
+    tax: Q  # the VAT category element under the allowance/charge
+    tax_category: Q  # under ``tax``
+    tax_rate: Q  # under ``tax``
+
+
+def read_allowance(
+    el, paths: AllowancePaths, source: str | None, *, with_tax: bool
+) -> AllowanceCharge:
+    """An allowance or charge; ``with_tax`` for document level (line level has no VAT)."""
+    is_charge = charge_indicator(paths.indicator.text(el), source)
+    what = "charge" if is_charge else "allowance"
+    tax = paths.tax.first(el) if with_tax else None
+    return AllowanceCharge(
+        is_charge=is_charge,
+        amount=req_decimal(paths.amount.text(el), f"{what} amount", source),
+        base_amount=to_decimal(paths.base.text(el), f"{what} base amount", source),
+        percent=to_decimal(paths.percent.text(el), f"{what} percent", source),
+        reason=paths.reason.text(el),
+        reason_code=paths.reason_code.text(el),
+        vat_category=opt_text(tax, paths.tax_category),
+        vat_rate=opt_decimal(tax, paths.tax_rate, f"{what} VAT rate", source),
+    )
+
+
+@dataclass(frozen=True)
+class TotalsPaths:
+    """One syntax's paths of the document totals (BG-22), except the tax total (BT-110)."""
+
+    lines: Q
+    allowances: Q
+    charges: Q
+    basis: Q
+    grand: Q
+    prepaid: Q
+    rounding: Q
+    due: Q
+
+
+def read_totals(
+    el, paths: TotalsPaths, tax_total: Decimal | None, source: str | None
+) -> DocumentTotals:
+    """BG-22 from the totals element, with BT-110 as each syntax found it."""
+    return DocumentTotals(
+        line_total=req_decimal(paths.lines.text(el), "line total (BT-106)", source),
+        # absent BT-107/108 read as zero; check_totals then flags a file that has document
+        # allowances/charges but leaves their sums out (BR-CO-11/12)
+        allowance_total=decimal_or_zero(
+            paths.allowances.text(el), "allowance total (BT-107)", source
+        ),
+        charge_total=decimal_or_zero(paths.charges.text(el), "charge total (BT-108)", source),
+        tax_basis_total=req_decimal(paths.basis.text(el), "tax basis total (BT-109)", source),
+        # an invoice without VAT (category O) may leave BT-110 out: its tax is zero
+        tax_total=tax_total if tax_total is not None else Decimal("0"),
+        grand_total=req_decimal(paths.grand.text(el), "grand total (BT-112)", source),
+        prepaid=decimal_or_zero(paths.prepaid.text(el), "prepaid amount (BT-113)", source),
+        rounding=decimal_or_zero(paths.rounding.text(el), "rounding amount (BT-114)", source),
+        due_payable=req_decimal(paths.due.text(el), "amount due (BT-115)", source),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ invoice fail the totals check.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from bbvisma.records import (
     Address,
     AllowanceCharge,
@@ -29,18 +27,26 @@ from bbvisma.records import (
 
 from ._base import (
     CAUSE_NO_LINES,
+    GTIN_SCHEME,
+    AllowancePaths,
     Q,
+    TotalsPaths,
     build_payment_terms,
-    charge_indicator,
     cii_date,
-    decimal_or_zero,
+    item_global_ids,
     node_text,
+    opt_decimal,
+    opt_text,
+    read_allowance,
+    read_totals,
     refuse,
     req_decimal,
     required,
     skonto_from_text,
     to_decimal,
 )
+
+__all__ = ["GTIN_SCHEME", "parse_cii"]  # GTIN_SCHEME: re-exported, it used to live here
 
 # --------------------------------------------------------------------------------------------
 # Compiled paths (relative to the element named in the comment)
@@ -101,15 +107,17 @@ _PT_DISCOUNT = Q("ram:ApplicableTradePaymentDiscountTerms")
 _PT_DISCOUNT_PERCENT = Q("ram:CalculationPercent")
 _PT_DISCOUNT_PERIOD = Q("ram:BasisPeriodMeasure")
 # ram:SpecifiedTradeSettlementHeaderMonetarySummation
-_SUM_LINES = Q("ram:LineTotalAmount")
-_SUM_ALLOWANCES = Q("ram:AllowanceTotalAmount")
-_SUM_CHARGES = Q("ram:ChargeTotalAmount")
-_SUM_BASIS = Q("ram:TaxBasisTotalAmount")
 _SUM_TAX = Q("ram:TaxTotalAmount")
-_SUM_GRAND = Q("ram:GrandTotalAmount")
-_SUM_PREPAID = Q("ram:TotalPrepaidAmount")
-_SUM_ROUNDING = Q("ram:RoundingAmount")
-_SUM_DUE = Q("ram:DuePayableAmount")
+_TOTALS_PATHS = TotalsPaths(
+    lines=Q("ram:LineTotalAmount"),
+    allowances=Q("ram:AllowanceTotalAmount"),
+    charges=Q("ram:ChargeTotalAmount"),
+    basis=Q("ram:TaxBasisTotalAmount"),
+    grand=Q("ram:GrandTotalAmount"),
+    prepaid=Q("ram:TotalPrepaidAmount"),
+    rounding=Q("ram:RoundingAmount"),
+    due=Q("ram:DuePayableAmount"),
+)
 # ram:ApplicableTradeTax (header subtotal or line tax) / ram:CategoryTradeTax
 _TAX_CATEGORY = Q("ram:CategoryCode")
 _TAX_RATE = Q("ram:RateApplicablePercent")
@@ -118,13 +126,17 @@ _TAX_AMOUNT = Q("ram:CalculatedAmount")
 _TAX_EXEMPTION = Q("ram:ExemptionReason")
 _TAX_EXEMPTION_CODE = Q("ram:ExemptionReasonCode")
 # ram:SpecifiedTradeAllowanceCharge / ram:AppliedTradeAllowanceCharge
-_AC_INDICATOR = Q("ram:ChargeIndicator/udt:Indicator")
-_AC_AMOUNT = Q("ram:ActualAmount")
-_AC_BASE = Q("ram:BasisAmount")
-_AC_PERCENT = Q("ram:CalculationPercent")
-_AC_REASON = Q("ram:Reason")
-_AC_REASON_CODE = Q("ram:ReasonCode")
-_AC_TAX = Q("ram:CategoryTradeTax")
+_ALLOWANCE_PATHS = AllowancePaths(
+    indicator=Q("ram:ChargeIndicator/udt:Indicator"),
+    amount=Q("ram:ActualAmount"),
+    base=Q("ram:BasisAmount"),
+    percent=Q("ram:CalculationPercent"),
+    reason=Q("ram:Reason"),
+    reason_code=Q("ram:ReasonCode"),
+    tax=Q("ram:CategoryTradeTax"),
+    tax_category=_TAX_CATEGORY,
+    tax_rate=_TAX_RATE,
+)
 # ram:SpecifiedLogisticsServiceCharge (ZUGFeRD EXTENDED)
 _LS_AMOUNT = Q("ram:AppliedAmount")
 _LS_DESCRIPTION = Q("ram:Description")
@@ -185,8 +197,6 @@ _LS_NET_AMOUNT = Q("ram:SpecifiedTradeSettlementLineMonetarySummation/ram:LineTo
 
 #: Guideline ids (BT-24) of the profiles that carry no lines by design.
 _LINELESS_PROFILES = ("minimum", "basicwl")
-#: GS1 GTIN in ISO/IEC 6523 (the scheme EN 16931 names for BT-157).
-GTIN_SCHEME = "0160"
 
 
 def parse_cii(root, source: str | None = None) -> Document:
@@ -226,7 +236,9 @@ def parse_cii(root, source: str | None = None) -> Document:
         sales_order_ref=_SALES_ORDER_REF.text(agreement),
         # BT-16; ZUGFeRD EXTENDED's delivery note (Lieferschein) stands in when no despatch
         # advice is given, because it is the reference a customer quotes for the delivery.
-        despatch_advice_ref=_opt(delivery, _DESPATCH_REF) or _opt(delivery, _DELIVERY_NOTE_REF),
+        despatch_advice_ref=(
+            opt_text(delivery, _DESPATCH_REF) or opt_text(delivery, _DELIVERY_NOTE_REF)
+        ),
         contract_ref=_CONTRACT_REF.text(agreement),
         project_ref=_PROJECT_REF.text(agreement),
         payment_reference=_PAYMENT_REF.text(settlement),
@@ -258,10 +270,6 @@ def parse_cii(root, source: str | None = None) -> Document:
 # --------------------------------------------------------------------------------------------
 # Header parts
 # --------------------------------------------------------------------------------------------
-def _opt(el, q: Q) -> str | None:
-    return q.text(el) if el is not None else None
-
-
 def _refuse_lineless(profile: str | None, type_code: str, n_lines: int, source: str | None):
     """MINIMUM / BASIC WL files and type 751 are booking aids, not invoices with lines."""
     lowered = (profile or "").lower()
@@ -390,7 +398,10 @@ def _days(period, source) -> int | None:
 
 def _document_allowances(settlement, source) -> list[AllowanceCharge]:
     """BG-20 / BG-21, plus ZUGFeRD EXTENDED logistics service charges (always charges)."""
-    result = [_allowance(el, source, with_tax=True) for el in _DOC_ALLOWANCES.all(settlement)]
+    result = [
+        read_allowance(el, _ALLOWANCE_PATHS, source, with_tax=True)
+        for el in _DOC_ALLOWANCES.all(settlement)
+    ]
     for el in _LOGISTICS_CHARGES.all(settlement):
         tax = _LS_TAX.first(el)
         result.append(
@@ -398,33 +409,11 @@ def _document_allowances(settlement, source) -> list[AllowanceCharge]:
                 is_charge=True,
                 amount=req_decimal(_LS_AMOUNT.text(el), "logistics charge amount", source),
                 reason=_LS_DESCRIPTION.text(el),
-                vat_category=_TAX_CATEGORY.text(tax) if tax is not None else None,
-                vat_rate=(
-                    to_decimal(_TAX_RATE.text(tax), "logistics charge VAT rate", source)
-                    if tax is not None
-                    else None
-                ),
+                vat_category=opt_text(tax, _TAX_CATEGORY),
+                vat_rate=opt_decimal(tax, _TAX_RATE, "logistics charge VAT rate", source),
             )
         )
     return result
-
-
-def _allowance(el, source, *, with_tax: bool) -> AllowanceCharge:
-    is_charge = charge_indicator(_AC_INDICATOR.text(el), source)
-    what = "charge" if is_charge else "allowance"
-    tax = _AC_TAX.first(el) if with_tax else None
-    return AllowanceCharge(
-        is_charge=is_charge,
-        amount=req_decimal(_AC_AMOUNT.text(el), f"{what} amount", source),
-        base_amount=to_decimal(_AC_BASE.text(el), f"{what} base amount", source),
-        percent=to_decimal(_AC_PERCENT.text(el), f"{what} percent", source),
-        reason=_AC_REASON.text(el),
-        reason_code=_AC_REASON_CODE.text(el),
-        vat_category=_TAX_CATEGORY.text(tax) if tax is not None else None,
-        vat_rate=(
-            to_decimal(_TAX_RATE.text(tax), f"{what} VAT rate", source) if tax is not None else None
-        ),
-    )
 
 
 def _tax_subtotal(el, source) -> TaxSubtotal:
@@ -447,22 +436,7 @@ def _totals(settlement, currency: str, source) -> DocumentTotals:
         if t.get("currencyID") in (None, currency):
             tax_total = to_decimal(node_text(t), "tax total (BT-110)", source)
             break
-    return DocumentTotals(
-        line_total=req_decimal(_SUM_LINES.text(el), "line total (BT-106)", source),
-        # absent BT-107/108 read as zero; check_totals then flags a file that has document
-        # allowances/charges but leaves their sums out (BR-CO-11/12)
-        allowance_total=decimal_or_zero(
-            _SUM_ALLOWANCES.text(el), "allowance total (BT-107)", source
-        ),
-        charge_total=decimal_or_zero(_SUM_CHARGES.text(el), "charge total (BT-108)", source),
-        tax_basis_total=req_decimal(_SUM_BASIS.text(el), "tax basis total (BT-109)", source),
-        # an invoice without VAT (category O) may leave BT-110 out: its tax is zero
-        tax_total=tax_total if tax_total is not None else Decimal("0"),
-        grand_total=req_decimal(_SUM_GRAND.text(el), "grand total (BT-112)", source),
-        prepaid=decimal_or_zero(_SUM_PREPAID.text(el), "prepaid amount (BT-113)", source),
-        rounding=decimal_or_zero(_SUM_ROUNDING.text(el), "rounding amount (BT-114)", source),
-        due_payable=req_decimal(_SUM_DUE.text(el), "amount due (BT-115)", source),
-    )
+    return read_totals(el, _TOTALS_PATHS, tax_total, source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,15 +451,7 @@ def _line(el, source) -> DocumentLine:
     settlement = required(_L_SETTLEMENT.first(el), f"{where}: line settlement", source)
     qty_el = required(_L_QUANTITY.first(el), f"{where}: quantity (BT-129)", source)
 
-    gtin = global_id = global_scheme = None
-    for g in _PR_GLOBAL_IDS.all(product):
-        scheme, value = g.get("schemeID"), node_text(g)
-        if not value:
-            continue
-        if scheme == GTIN_SCHEME and gtin is None:
-            gtin = value
-        elif global_id is None:
-            global_id, global_scheme = value, scheme
+    gtin, global_id, global_scheme = item_global_ids(_PR_GLOBAL_IDS.all(product))
 
     tax = _LS_TAXES.first(settlement)
     base_qty = _LA_NET_BASE_QTY.text(agreement) or _LA_GROSS_BASE_QTY.text(agreement)
@@ -509,14 +475,11 @@ def _line(el, source) -> DocumentLine:
             _LS_NET_AMOUNT.text(settlement), f"{where}: net amount (BT-131)", source
         ),
         allowances_charges=[
-            _allowance(a, source, with_tax=False) for a in _LS_ALLOWANCES.all(settlement)
+            read_allowance(a, _ALLOWANCE_PATHS, source, with_tax=False)
+            for a in _LS_ALLOWANCES.all(settlement)
         ],
-        vat_category=_TAX_CATEGORY.text(tax) if tax is not None else None,
-        vat_rate=(
-            to_decimal(_TAX_RATE.text(tax), f"{where}: VAT rate (BT-152)", source)
-            if tax is not None
-            else None
-        ),
+        vat_category=opt_text(tax, _TAX_CATEGORY),
+        vat_rate=opt_decimal(tax, _TAX_RATE, f"{where}: VAT rate (BT-152)", source),
         characteristics=[
             Characteristic(name=n, value=v)
             for n, v in (

@@ -15,7 +15,6 @@ from decimal import Decimal
 
 from bbvisma.records import (
     Address,
-    AllowanceCharge,
     Characteristic,
     Classification,
     Contact,
@@ -31,14 +30,19 @@ from bbvisma.records import (
 from ._base import (
     CAUSE_NO_LINES,
     CAUSE_TOTALS_MISMATCH,
+    AllowancePaths,
     Q,
+    TotalsPaths,
     build_payment_terms,
     cents,
-    charge_indicator,
     dec_sum,
-    decimal_or_zero,
     iso_date,
+    item_global_ids,
     node_text,
+    opt_decimal,
+    opt_text,
+    read_allowance,
+    read_totals,
     refuse,
     req_decimal,
     required,
@@ -46,7 +50,6 @@ from ._base import (
     strip_note_subject,
     to_decimal,
 )
-from .cii import GTIN_SCHEME
 
 # --------------------------------------------------------------------------------------------
 # Compiled paths (relative to the root unless the comment says otherwise)
@@ -91,14 +94,6 @@ _PM_BIC = Q("cac:PayeeFinancialAccount/cac:FinancialInstitutionBranch/cbc:ID")
 _PM_MANDATE = Q("cac:PaymentMandate/cbc:ID")
 _PM_PAYER_ACCOUNT = Q("cac:PaymentMandate/cac:PayerFinancialAccount/cbc:ID")
 _PM_CARD = Q("cac:CardAccount/cbc:PrimaryAccountNumberID")
-# cac:AllowanceCharge
-_AC_INDICATOR = Q("cbc:ChargeIndicator")
-_AC_AMOUNT = Q("cbc:Amount")
-_AC_BASE = Q("cbc:BaseAmount")
-_AC_PERCENT = Q("cbc:MultiplierFactorNumeric")
-_AC_REASON = Q("cbc:AllowanceChargeReason")
-_AC_REASON_CODE = Q("cbc:AllowanceChargeReasonCode")
-_AC_TAX = Q("cac:TaxCategory")
 # cac:TaxTotal
 _TT_AMOUNT = Q("cbc:TaxAmount")
 _TT_SUBTOTALS = Q("cac:TaxSubtotal")
@@ -110,15 +105,29 @@ _TC_ID = Q("cbc:ID")
 _TC_PERCENT = Q("cbc:Percent")
 _TC_EXEMPTION = Q("cbc:TaxExemptionReason")
 _TC_EXEMPTION_CODE = Q("cbc:TaxExemptionReasonCode")
+# cac:AllowanceCharge
+_ALLOWANCE_PATHS = AllowancePaths(
+    indicator=Q("cbc:ChargeIndicator"),
+    amount=Q("cbc:Amount"),
+    base=Q("cbc:BaseAmount"),
+    percent=Q("cbc:MultiplierFactorNumeric"),
+    reason=Q("cbc:AllowanceChargeReason"),
+    reason_code=Q("cbc:AllowanceChargeReasonCode"),
+    tax=Q("cac:TaxCategory"),
+    tax_category=_TC_ID,
+    tax_rate=_TC_PERCENT,
+)
 # cac:LegalMonetaryTotal
-_M_LINES = Q("cbc:LineExtensionAmount")
-_M_ALLOWANCES = Q("cbc:AllowanceTotalAmount")
-_M_CHARGES = Q("cbc:ChargeTotalAmount")
-_M_BASIS = Q("cbc:TaxExclusiveAmount")
-_M_GRAND = Q("cbc:TaxInclusiveAmount")
-_M_PREPAID = Q("cbc:PrepaidAmount")
-_M_ROUNDING = Q("cbc:PayableRoundingAmount")
-_M_DUE = Q("cbc:PayableAmount")
+_TOTALS_PATHS = TotalsPaths(
+    lines=Q("cbc:LineExtensionAmount"),
+    allowances=Q("cbc:AllowanceTotalAmount"),
+    charges=Q("cbc:ChargeTotalAmount"),
+    basis=Q("cbc:TaxExclusiveAmount"),
+    grand=Q("cbc:TaxInclusiveAmount"),
+    prepaid=Q("cbc:PrepaidAmount"),
+    rounding=Q("cbc:PayableRoundingAmount"),
+    due=Q("cbc:PayableAmount"),
+)
 # cac:Party
 _P_ENDPOINT = Q("cbc:EndpointID")
 _P_IDENTIFICATIONS = Q("cac:PartyIdentification/cbc:ID")
@@ -232,7 +241,8 @@ def parse_ubl(root, source: str | None = None) -> Document:
         ),
         lines=[_line(el, source) for el in line_els],
         allowances_charges=[
-            _allowance(el, source, with_tax=True) for el in _DOC_ALLOWANCES.all(root)
+            read_allowance(el, _ALLOWANCE_PATHS, source, with_tax=True)
+            for el in _DOC_ALLOWANCES.all(root)
         ],
         tax_subtotals=_tax_subtotals(root, currency, source),
         totals=_totals(root, currency, source),
@@ -335,26 +345,6 @@ def _payment_means(el) -> PaymentMeans:
     )
 
 
-def _allowance(el, source, *, with_tax: bool) -> AllowanceCharge:
-    is_charge = charge_indicator(_AC_INDICATOR.text(el), source)
-    what = "charge" if is_charge else "allowance"
-    tax = _AC_TAX.first(el) if with_tax else None
-    return AllowanceCharge(
-        is_charge=is_charge,
-        amount=req_decimal(_AC_AMOUNT.text(el), f"{what} amount", source),
-        base_amount=to_decimal(_AC_BASE.text(el), f"{what} base amount", source),
-        percent=to_decimal(_AC_PERCENT.text(el), f"{what} percent", source),
-        reason=_AC_REASON.text(el),
-        reason_code=_AC_REASON_CODE.text(el),
-        vat_category=_TC_ID.text(tax) if tax is not None else None,
-        vat_rate=(
-            to_decimal(_TC_PERCENT.text(tax), f"{what} VAT rate", source)
-            if tax is not None
-            else None
-        ),
-    )
-
-
 def _doc_tax_total(root, currency: str):
     """The ``cac:TaxTotal`` in the document currency (a second one may be in BT-6's currency)."""
     for tt in _TAX_TOTALS.all(root):
@@ -390,17 +380,7 @@ def _totals(root, currency: str, source) -> DocumentTotals:
     tax_total = None
     if tt is not None:
         tax_total = to_decimal(_TT_AMOUNT.text(tt), "tax total (BT-110)", source)
-    return DocumentTotals(
-        line_total=req_decimal(_M_LINES.text(el), "line total (BT-106)", source),
-        allowance_total=decimal_or_zero(_M_ALLOWANCES.text(el), "allowance total (BT-107)", source),
-        charge_total=decimal_or_zero(_M_CHARGES.text(el), "charge total (BT-108)", source),
-        tax_basis_total=req_decimal(_M_BASIS.text(el), "tax basis total (BT-109)", source),
-        tax_total=tax_total if tax_total is not None else Decimal("0"),
-        grand_total=req_decimal(_M_GRAND.text(el), "grand total (BT-112)", source),
-        prepaid=decimal_or_zero(_M_PREPAID.text(el), "prepaid amount (BT-113)", source),
-        rounding=decimal_or_zero(_M_ROUNDING.text(el), "rounding amount (BT-114)", source),
-        due_payable=req_decimal(_M_DUE.text(el), "amount due (BT-115)", source),
-    )
+    return read_totals(el, _TOTALS_PATHS, tax_total, source)
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,15 +396,7 @@ def _line(el, source) -> DocumentLine:
     net_amount = req_decimal(_L_AMOUNT.text(el), f"{where}: net amount (BT-131)", source)
     _check_sub_lines(el, net_amount, where, source)
 
-    gtin = global_id = global_scheme = None
-    for ident in _I_STANDARD_IDS.all(item):
-        scheme, value = ident.get("schemeID"), node_text(ident)
-        if not value:
-            continue
-        if scheme == GTIN_SCHEME and gtin is None:
-            gtin = value
-        elif global_id is None:
-            global_id, global_scheme = value, scheme
+    gtin, global_id, global_scheme = item_global_ids(_I_STANDARD_IDS.all(item))
 
     net_price = req_decimal(_PR_AMOUNT.text(price), f"{where}: net price (BT-146)", source)
     # BT-148: the gross price is the price allowance's base amount; without one, net + discount
@@ -432,10 +404,12 @@ def _line(el, source) -> DocumentLine:
     price_allowance = _PR_ALLOWANCE.first(price)
     if price_allowance is not None:
         gross_price = to_decimal(
-            _AC_BASE.text(price_allowance), f"{where}: gross price (BT-148)", source
+            _ALLOWANCE_PATHS.base.text(price_allowance), f"{where}: gross price (BT-148)", source
         )
         discount = to_decimal(
-            _AC_AMOUNT.text(price_allowance), f"{where}: price discount (BT-147)", source
+            _ALLOWANCE_PATHS.amount.text(price_allowance),
+            f"{where}: price discount (BT-147)",
+            source,
         )
         if gross_price is None and discount is not None:
             gross_price = net_price + discount
@@ -458,13 +432,12 @@ def _line(el, source) -> DocumentLine:
             _PR_BASE_QTY.text(price), f"{where}: price base quantity (BT-149)", source
         ),
         line_net_amount=net_amount,
-        allowances_charges=[_allowance(a, source, with_tax=False) for a in _L_ALLOWANCES.all(el)],
-        vat_category=_TC_ID.text(tax) if tax is not None else None,
-        vat_rate=(
-            to_decimal(_TC_PERCENT.text(tax), f"{where}: VAT rate (BT-152)", source)
-            if tax is not None
-            else None
-        ),
+        allowances_charges=[
+            read_allowance(a, _ALLOWANCE_PATHS, source, with_tax=False)
+            for a in _L_ALLOWANCES.all(el)
+        ],
+        vat_category=opt_text(tax, _TC_ID),
+        vat_rate=opt_decimal(tax, _TC_PERCENT, f"{where}: VAT rate (BT-152)", source),
         characteristics=[
             Characteristic(name=n, value=v)
             for n, v in (
