@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from bbvisma.client_base import ApiClientBase, json_or_none, missing_settings
 from bbvisma.errors import (
     ApiError,
     AuthError,
@@ -113,7 +114,7 @@ _NOT_FOUND = {
 _ID_PATH = re.compile(r"^(/(?:receipts|transactions)/get)/[^/]+$")
 
 
-class BBClient:
+class BBClient(ApiClientBase):
     """Talks to one BuchhaltungsButler company (one ``api_key``). Thread-safe.
 
     :param base_url: ``https://webapp.buchhaltungsbutler.de/api/v1`` (or a loopback simulator)
@@ -140,15 +141,9 @@ class BBClient:
         max_attempts: int = 4,
         backoff_initial: float = 0.5,
     ):
-        missing = [
-            name
-            for name, value in (
-                ("API client", api_client),
-                ("API secret", api_secret),
-                ("API key", api_key),
-            )
-            if not value
-        ]
+        missing = missing_settings(
+            ("API client", api_client), ("API secret", api_secret), ("API key", api_key)
+        )
         if missing:
             raise ConfigError(
                 f"BuchhaltungsButler: {', '.join(missing)} missing in the settings.", system=SYSTEM
@@ -172,21 +167,6 @@ class BBClient:
             http_client=http_client,
             sleep=sleep,
         )
-
-    # -- lifecycle ----------------------------------------------------------------------------
-    def close(self) -> None:
-        self.transport.close()
-
-    def __enter__(self) -> BBClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    @property
-    def calls(self) -> int:
-        """Requests sent so far (retries included)."""
-        return self.transport.calls
 
     # ========================================================================================
     # Connection
@@ -485,10 +465,7 @@ class BBClient:
         """The typed error for a response, or ``None`` for a documented success envelope."""
         status = response.status_code
         path = self._relative_path(response)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = json_or_none(response)
         if status == 200:
             if isinstance(body, dict) and body.get("success") is True:
                 return None

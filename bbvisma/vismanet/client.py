@@ -41,6 +41,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
+from bbvisma.client_base import ApiClientBase, json_or_none, missing_settings
 from bbvisma.errors import (
     ApiError,
     AuthError,
@@ -198,13 +199,6 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # Error parsing
 # --------------------------------------------------------------------------------------------
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
 def parse_visma_error(response: httpx.Response) -> BBVismaError | None:
     """Turn a Visma.net error answer into a typed error (``None`` for a success).
 
@@ -215,7 +209,7 @@ def parse_visma_error(response: httpx.Response) -> BBVismaError | None:
     status = response.status_code
     if status < 400:
         return None
-    body = _json_or_none(response)
+    body = json_or_none(response)
     fault = message = None
     details = None
     if isinstance(body, dict):
@@ -269,7 +263,7 @@ def parse_token_error(response: httpx.Response) -> BBVismaError | None:
     status = response.status_code
     if status < 400:
         return None
-    body = _json_or_none(response)
+    body = json_or_none(response)
     if status in (400, 401, 403) and isinstance(body, dict) and body.get("error"):
         code = str(body["error"])
         hint = _OAUTH_HINTS.get(code, "Visma Connect refused the token request")
@@ -343,7 +337,7 @@ CUSTOMER_INVOICE = DocumentKind("/v2/customerinvoice", "/v1/customerinvoice")
 CUSTOMER_CREDIT_NOTE = DocumentKind("/v2/customerCreditNote", "/v1/customerCreditNote")
 
 
-class VismaClient:
+class VismaClient(ApiClientBase):
     """One Visma.net company, one API client. Thread-safe; close it (or use ``with``).
 
     :param base_url: ``https://api.finance.visma.net`` (or a loopback simulator).
@@ -383,15 +377,9 @@ class VismaClient:
         background_creates: bool = False,
         background_timeout: float = 600.0,
     ):
-        missing = [
-            name
-            for name, value in (
-                ("client ID", client_id),
-                ("client secret", client_secret),
-                ("tenant ID", tenant_id),
-            )
-            if not value
-        ]
+        missing = missing_settings(
+            ("client ID", client_id), ("client secret", client_secret), ("tenant ID", tenant_id)
+        )
         if missing:
             raise ConfigError(f"Visma.net: the {', '.join(missing)} must be set.", system=SYSTEM)
         self.client_id = client_id
@@ -440,19 +428,11 @@ class VismaClient:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
-        self.transport.close()
+        super().close()
         self._token_transport.close()
 
-    def __enter__(self) -> VismaClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    @property
-    def calls(self) -> int:
-        """API calls sent so far (token requests not counted)."""
-        return self.transport.calls
+    # ``calls`` (from ApiClientBase) counts ``self.transport`` only: token requests go through
+    # ``_token_transport`` and are counted in ``tokens_fetched``.
 
     # -- auth ---------------------------------------------------------------------------------
     def _access_token(self, *, rejected: str | None = None) -> str:
