@@ -9,7 +9,7 @@ problem is resolved.
 
 import json
 
-from odoo.exceptions import UserError
+from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
 from bbvisma.flows.defaults import default_value_maps
@@ -216,6 +216,11 @@ class TestOpsReplay(OpsSimulatorFlowCase):
         created = self.first.log_ids.filtered(lambda line: line.action == "create")[:1]
         with self.assertRaises(UserError):
             created.action_replay()
+
+    def test_an_integration_user_cannot_retry(self):
+        with self.assertRaises(AccessError):
+            self.atlantis.with_user(self.user).action_replay()
+        self.assertTrue(all(self.atlantis.mapped("still_failing")))
 
     def test_the_problem_retries_all_its_records(self):
         self.fix_the_value_map()

@@ -435,7 +435,13 @@ class ApicenterSetup(models.Model):
         }
         problems = []
         rows = []
-        client = self.integration_id._get_client("visma")
+        try:
+            client = self.integration_id._get_client("visma")
+        except BBVismaError as exc:
+            self.choices_message = self.integration_id._redact_text(
+                _plain_error(self.env, "visma", exc)
+            )
+            return
         try:
             for kind in kinds:
                 method, key, label, _needed_by = CHOICE_SOURCES[kind]
