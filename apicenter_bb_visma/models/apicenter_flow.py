@@ -338,7 +338,10 @@ class ApicenterFlow(models.Model):
         return self.active and integration.active and integration.state == "active"
 
     def _sync_cron(self):
-        """Create or update each flow's ir.cron; it is active only while the flow can run."""
+        """Create or update each flow's ir.cron; it is active only while the flow can run.
+
+        Runs as superuser: the scheduled action belongs to the flow, and an Integration Manager
+        who may create and edit flows has no right on ir.cron itself."""
         model = self.env["ir.model"]._get_id(self._name)
         for flow in self.sudo().with_context(active_test=False):
             vals = {
@@ -356,7 +359,7 @@ class ApicenterFlow(models.Model):
                 code=f"model._cron_run({flow.id})",
                 user_id=self.env.ref("base.user_root").id,
             )
-            flow.cron_id = self.env["ir.cron"].create(vals)
+            flow.cron_id = self.env["ir.cron"].sudo().create(vals)
 
     @api.model
     def _cron_run(self, flow_id):
@@ -468,18 +471,28 @@ class ApicenterFlow(models.Model):
         pauses its schedule. Any exception that escapes the engine is a bug: the run is closed
         as ``failed`` and the exception is raised again so that it is seen.
         """
-        from bbvisma.errors import BBVismaError
-
-        # imported here: only a run needs the engine of the core
-        from ..sync.context import build_flow_context, load_flow_class
-
         self.ensure_one()
         if self._runs_in_parallel(dry_run):
             from ..sync.fanout import enqueue_run
 
             return enqueue_run(self)
-        started = time.monotonic()
         sink = OdooRunSink.open(self, dry_run=dry_run)
+        since = self.watermark or None
+        return self._execute(sink, lambda flow: flow.run(since=since), dry_run=dry_run)
+
+    def _execute(self, sink, operation, dry_run=False, what="run"):
+        """Build the engine's flow for this record, call ``operation(flow)`` and close ``sink``.
+
+        The one place that turns an engine outcome into a closed apicenter.run: a full run
+        (:meth:`_run`) and a retry of given records (``Flow.replay``, see apicenter_flow_ops.py)
+        differ only in ``operation``.
+        """
+        from bbvisma.errors import BBVismaError
+
+        # imported here: only a run needs the engine of the core
+        from ..sync.context import build_flow_context, load_flow_class
+
+        started = time.monotonic()
         try:
             flow_class = load_flow_class(self.flow_type)
             if flow_class is None:
@@ -487,7 +500,7 @@ class ApicenterFlow(models.Model):
                     "failed", f"flow type {self.flow_type} is not available in this version"
                 )
             with build_flow_context(self, sink, dry_run) as flow_context:
-                report = flow_class(flow_context).run(since=self.watermark or None)
+                report = operation(flow_class(flow_context))
         except BBVismaError as exc:
             self._note_setup_error(exc.cause_key, dry_run)
             return sink.close("failed", exc.message, cause_key=exc.cause_key)
@@ -497,9 +510,10 @@ class ApicenterFlow(models.Model):
             raise
         finally:
             _logger.info(
-                "apicenter flow %s (%s) ran in %.1fs",
+                "apicenter flow %s (%s): %s in %.1fs",
                 self.id,
                 self.flow_type,
+                what,
                 time.monotonic() - started,
             )
         if report.aborted:

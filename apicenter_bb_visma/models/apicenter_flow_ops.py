@@ -13,8 +13,6 @@
   as a run of its own whose end links each earlier failing line to the new one.
 """
 
-import logging
-import time
 from datetime import datetime, timedelta
 from datetime import time as dt_time
 
@@ -22,8 +20,6 @@ from odoo import api, fields, models
 
 from ..sync.sink import OdooRunSink
 from .apicenter_run import RUN_STATES
-
-_logger = logging.getLogger(__name__)
 
 #: a schedule is stalled when it produced no run for this many intervals
 STALL_FACTOR = 3
@@ -153,15 +149,11 @@ class ApicenterFlowOps(models.Model):
 
     # -- schedule and stalled detection -----------------------------------------------------------
     def _sync_cron(self):
-        """Also remember when each flow's schedule was switched on (the stall reference).
-
-        Runs as superuser: an Integration Manager who may create and edit flows has no right
-        on ir.cron itself, and the scheduled action belongs to the flow (found with the setup
-        assistant, where a manager creates the flows)."""
+        """Also remember when each flow's schedule was switched on (the stall reference)."""
         was_active = {
             flow.id: flow.cron_id.active for flow in self.sudo().with_context(active_test=False)
         }
-        result = super(ApicenterFlowOps, self.sudo())._sync_cron()
+        result = super()._sync_cron()
         now = fields.Datetime.now()
         for flow in self.sudo().with_context(active_test=False):
             active = flow.cron_id.active
@@ -257,38 +249,11 @@ class ApicenterFlowOps(models.Model):
         Mirrors :meth:`_run` with the engine's ``replay`` instead of ``run``: same sink (logs,
         links, summary, monitoring), no watermark change, the same handling of setup errors.
         """
-        from bbvisma.errors import BBVismaError
-
-        from ..sync.context import build_flow_context, load_flow_class
-
         self.ensure_one()
         flow = self.with_context(apicenter_trigger="replay")
-        started = time.monotonic()
-        sink = OdooRunSink.open(flow)
-        try:
-            flow_class = load_flow_class(flow.flow_type)
-            if flow_class is None:
-                return sink.close(
-                    "failed", f"flow type {flow.flow_type} is not available in this version"
-                )
-            with build_flow_context(flow, sink, False) as flow_context:
-                report = flow_class(flow_context).replay(list(source_keys))
-        except BBVismaError as exc:
-            flow._note_setup_error(exc.cause_key, False)
-            return sink.close("failed", exc.message, cause_key=exc.cause_key)
-        except Exception as exc:
-            if not sink.closed:
-                sink.close("failed", f"Unexpected error: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            _logger.info(
-                "apicenter flow %s (%s): retry of %s records in %.1fs",
-                self.id,
-                self.flow_type,
-                len(source_keys),
-                time.monotonic() - started,
-            )
-        if report.aborted:
-            flow._note_setup_error(sink.abort_cause, False)
-            return sink.close("failed", report.aborted, cause_key=sink.abort_cause)
-        return sink.close()
+        keys = list(source_keys)
+        return flow._execute(
+            OdooRunSink.open(flow),
+            lambda engine_flow: engine_flow.replay(keys),
+            what=f"retry of {len(keys)} records",
+        )
