@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ from bbvisma.engine import ExchangeRecorder, FlowContext, RecordResult
 from bbvisma.linkstore import MemoryDocumentCache, MemoryLinkStore
 from bbvisma.simulators.buchhaltungsbutler import BBSimulator
 from bbvisma.simulators.buchhaltungsbutler import default_seed as bb_default_seed
-from bbvisma.simulators.common import FakeClock, sim_http_client
+from bbvisma.simulators.common import FakeClock, serve, sim_http_client
 from bbvisma.simulators.vismanet import ContractGuard, VismaSimulator
 from bbvisma.simulators.vismanet import default_seed as visma_default_seed
 from bbvisma.vismanet.client import VismaClient
@@ -180,6 +182,40 @@ def make_rig(
         visma_guard=visma_guard,
         api_key=bb_credentials(bb_section)["api_key"],
     )
+
+
+@contextmanager
+def over_loopback_http(
+    rig: Rig,
+    *,
+    bb_seed: dict[str, Any] | None = None,
+    visma_seed: dict[str, Any] | None = None,
+) -> Iterator[Rig]:
+    """The rig's guarded simulators served on loopback ports, the rig's clients talking to them
+    over real sockets for the block (``bb_seed``/``visma_seed``: what the rig was made with,
+    for the credentials; default seeds when not given)."""
+    bb_seed = bb_seed if bb_seed is not None else bb_default_seed()
+    visma_seed = visma_seed if visma_seed is not None else visma_default_seed()
+    with serve([(0, rig.bb_guard), (0, rig.visma_guard)]) as served:
+        bb_url, visma_url = served.urls
+        with (
+            BBClient(
+                base_url=bb_url + BB_BASE.removeprefix("http://127.0.0.1"),
+                **bb_credentials(bb_seed),
+                sleep=rig.clock.sleep,
+                clock=rig.clock.monotonic,
+            ) as bb,
+            VismaClient(
+                base_url=visma_url,
+                token_url=visma_url + "/connect/token",
+                **visma_credentials(visma_seed),
+                timeout=5.0,
+                sleep=rig.clock.sleep,
+                clock=rig.clock.monotonic,
+            ) as visma,
+        ):
+            rig.bb, rig.visma = bb, visma
+            yield rig
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from flow_fixtures import ListSink, make_rig, visma_credentials
+from flow_fixtures import ListSink, make_rig, over_loopback_http
 
-from bbvisma.buchhaltungsbutler.client import BBClient
 from bbvisma.engine import Action
 from bbvisma.flows import FLOW_CLASSES
 from bbvisma.flows.customers import CustomersFlow, canonical_customer, classify
 from bbvisma.flows.defaults import default_mapping, default_value_maps
 from bbvisma.linkstore import MemoryLinkStore
-from bbvisma.simulators.buchhaltungsbutler import default_seed as bb_default_seed
-from bbvisma.simulators.common import serve
 from bbvisma.simulators.vismanet import default_seed as visma_default_seed
-from bbvisma.vismanet.client import VismaClient
 
 
 @pytest.fixture
@@ -283,31 +279,10 @@ def test_flow_is_registered_for_the_addon():
 
 # -- end to end over real loopback HTTP ---------------------------------------------------------
 def test_customers_end_to_end_over_loopback_http():
-    from flow_fixtures import BB_BASE, bb_credentials
-
     rig = make_rig()
-    bb_seed = bb_default_seed()
-    with serve([(0, rig.bb_guard), (0, rig.visma_guard)]) as served:
-        bb_url, visma_url = served.urls
-        with (
-            BBClient(
-                base_url=bb_url + BB_BASE.removeprefix("http://127.0.0.1"),
-                **bb_credentials(bb_seed),
-                sleep=rig.clock.sleep,
-                clock=rig.clock.monotonic,
-            ) as bb,
-            VismaClient(
-                base_url=visma_url,
-                token_url=visma_url + "/connect/token",
-                **visma_credentials(visma_default_seed()),
-                timeout=5.0,
-                sleep=rig.clock.sleep,
-                clock=rig.clock.monotonic,
-            ) as visma,
-        ):
-            rig.bb, rig.visma = bb, visma
-            first = flow(rig).run()
-            second = flow(rig).run()
+    with over_loopback_http(rig):
+        first = flow(rig).run()
+        second = flow(rig).run()
     assert first.counts["create"] == 28 and second.counts["skip"] == 28
     assert len(rig.visma_sim.customers) == 29
     assert rig.contract_violations() == []

@@ -9,16 +9,13 @@ from decimal import Decimal
 
 import pytest
 from flow_fixtures import (
-    BB_BASE,
     ListSink,
-    bb_credentials,
     foreign_vat_maps,
     foreign_vat_seed,
     make_rig,
-    visma_credentials,
+    over_loopback_http,
 )
 
-from bbvisma.buchhaltungsbutler.client import BBClient
 from bbvisma.buchhaltungsbutler.models import format_berlin_datetime
 from bbvisma.einvoice import read_path
 from bbvisma.engine import Action
@@ -38,10 +35,7 @@ from bbvisma.flows.orders import (
 from bbvisma.linkstore import MemoryLinkStore
 from bbvisma.reference import reference_dir
 from bbvisma.simulators.buchhaltungsbutler import SEED_FILE
-from bbvisma.simulators.buchhaltungsbutler import default_seed as bb_default_seed
-from bbvisma.simulators.common import serve
 from bbvisma.simulators.vismanet import VismaSpec
-from bbvisma.vismanet.client import VismaClient
 
 SEED_RECEIPTS = {
     r["id_by_customer"]: r
@@ -501,28 +495,10 @@ def test_flow_is_registered_and_settings_are_checked(rig):
 def test_orders_end_to_end_over_loopback_http():
     rig = make_rig(visma_seed=foreign_vat_seed())
     window = {"date_from": "2020-01-01", "date_to": "2020-12-31"}  # 3 invoices, 1 credit note
-    with serve([(0, rig.bb_guard), (0, rig.visma_guard)]) as served:
-        bb_url, visma_url = served.urls
-        with (
-            BBClient(
-                base_url=bb_url + BB_BASE.removeprefix("http://127.0.0.1"),
-                **bb_credentials(bb_default_seed()),
-                sleep=rig.clock.sleep,
-                clock=rig.clock.monotonic,
-            ) as bb,
-            VismaClient(
-                base_url=visma_url,
-                token_url=visma_url + "/connect/token",
-                **visma_credentials(foreign_vat_seed()),
-                timeout=5.0,
-                sleep=rig.clock.sleep,
-                clock=rig.clock.monotonic,
-            ) as visma,
-        ):
-            rig.bb, rig.visma = bb, visma
-            first = full_flow(rig, **window).run()
-            rig.clear_logs()
-            second = full_flow(rig, **window).run(since=None)
+    with over_loopback_http(rig, visma_seed=foreign_vat_seed()):
+        first = full_flow(rig, **window).run()
+        rig.clear_logs()
+        second = full_flow(rig, **window).run(since=None)
     assert first.counts["create"] == 4 and len(rig.visma_sim.customers) == 1 + 3
     assert second.counts["skip"] == 4 and rig.visma_writes() == []
     credit = by_key(first)["16"]
