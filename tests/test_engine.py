@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
+from store_fixtures import NullLinkStore
 
 from bbvisma.engine import (
     Action,
@@ -38,7 +39,7 @@ from bbvisma.errors import (
     PreconditionFailed,
     ServerError,
 )
-from bbvisma.linkstore import Link, LinkStore, MemoryLinkStore
+from bbvisma.linkstore import MemoryLinkStore
 from bbvisma.mapper import Mapping, Rule
 from bbvisma.transport import Exchange
 
@@ -597,22 +598,6 @@ def test_replay_stops_on_an_auth_error():
 # --------------------------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------------------------
-class NullLinkStore(LinkStore):
-    """Forgets everything: the memory test measures the engine, not a growing store."""
-
-    def get(self, entity, source_key):
-        return None
-
-    def get_many(self, entity, source_keys):
-        return {}
-
-    def put(self, entity, source_key, target_key, content_hash, meta=None):
-        return Link(entity, source_key, target_key, content_hash)
-
-    def find_by_target(self, entity, target_key):
-        return None
-
-
 class GeneratedFlow(Flow):
     """Generates its source lazily and writes nowhere."""
 

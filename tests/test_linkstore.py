@@ -7,11 +7,11 @@ import threading
 from decimal import Decimal
 
 import pytest
+from store_fixtures import NullLinkStore
 
 from bbvisma.linkstore import (
     Action,
     Link,
-    LinkStore,
     MemoryDocumentCache,
     MemoryLinkStore,
     canonical_json,
@@ -184,24 +184,8 @@ def test_document_cache_bounded_drops_least_recently_used():
 # --------------------------------------------------------------------------------------------
 # guard(): the per-record lock
 # --------------------------------------------------------------------------------------------
-class _PlainStore(LinkStore):
-    """A store that does not override guard(): the ABC's default applies."""
-
-    def get(self, entity, source_key):
-        return None
-
-    def get_many(self, entity, source_keys):
-        return {}
-
-    def put(self, entity, source_key, target_key, content_hash, meta=None):
-        return Link(entity, source_key, target_key, content_hash)
-
-    def find_by_target(self, entity, target_key):
-        return None
-
-
 def test_default_guard_of_a_store_is_a_no_op_that_never_blocks():
-    store = _PlainStore()
+    store = NullLinkStore()  # does not override guard(): the ABC's default
     with store.guard("customer", "10001"), store.guard("customer", "10001"):
         entered = threading.Event()
         other = threading.Thread(target=lambda: _enter(store, "customer", "10001", entered))
