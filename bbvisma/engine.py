@@ -525,14 +525,7 @@ class Flow(abc.ABC):
         (see the module docstring for the policy). ``result.aborted_run`` tells the caller to
         stop."""
         ctx = self.ctx
-        result = RecordResult(
-            self.entity,
-            item.key,
-            Action.ERROR,
-            dry_run=ctx.dry_run,
-            label=item.label,
-            modified=item.modified,
-        )
+        result = self._new_result(item)
         recorder = ctx.recorder
         if recorder is not None:
             recorder.begin()
@@ -561,7 +554,13 @@ class Flow(abc.ABC):
         calling record's log line. Returns the result with the action taken and the target
         key (``None`` in a dry run of a create).
         """
-        result = RecordResult(
+        result = self._new_result(item)
+        self._process(item, result)
+        return result
+
+    def _new_result(self, item: SourceItem) -> RecordResult:
+        """A record's result before anything is done: an error until a step says otherwise."""
+        return RecordResult(
             self.entity,
             item.key,
             Action.ERROR,
@@ -569,8 +568,6 @@ class Flow(abc.ABC):
             label=item.label,
             modified=item.modified,
         )
-        self._process(item, result)
-        return result
 
     def _process(self, item: SourceItem, result: RecordResult) -> None:
         """Decide on the batch's prefetched link; write under the record's guard.
@@ -820,14 +817,7 @@ class Flow(abc.ABC):
         except Exception as exc:
             # the batch cannot be handled: every record in it fails alike (and is read again)
             for item in batch:
-                result = RecordResult(
-                    self.entity,
-                    item.key,
-                    Action.ERROR,
-                    dry_run=self.ctx.dry_run,
-                    label=item.label,
-                    modified=item.modified,
-                )
+                result = self._new_result(item)
                 self._fail(result, exc)
                 self._emit(result, report, tracker, results)
                 if result.aborted_run:
