@@ -53,7 +53,7 @@ from bbvisma.flows.derived import (
     read_documents,
 )
 from bbvisma.flows.documents import ReceiptDocuments
-from bbvisma.flows.products import setting
+from bbvisma.flows.products import inventory_by_number, setting
 from bbvisma.linkstore import Link
 from bbvisma.records import Product
 
@@ -114,11 +114,7 @@ class PricesFlow(Flow):
     def items(self) -> dict[str, dict[str, Any]]:
         """``GET /v1/inventory`` (paged), once per run: which items exist, their price."""
         if self._items is None:
-            self._items = {
-                i["inventoryNumber"]: i
-                for i in self.ctx.visma.list_inventory()
-                if i.get("inventoryNumber")
-            }
+            self._items = inventory_by_number(self.ctx)
         return self._items
 
     def customer_classes(self) -> dict[str, str | None]:

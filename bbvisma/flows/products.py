@@ -100,6 +100,14 @@ def setting(ctx: FlowContext, defaults: dict[str, Any], key: str) -> Any:
     return defaults.get(key) if value is None else value
 
 
+def inventory_by_number(ctx: FlowContext) -> dict[str, dict[str, Any]]:
+    """``GET /v1/inventory`` (paged): every item by its inventory number (none: left out).
+
+    The flows that need it call it once per run and keep the answer.
+    """
+    return {i["inventoryNumber"]: i for i in ctx.visma.list_inventory() if i.get("inventoryNumber")}
+
+
 class ProductsFlow(Flow):
     """Outgoing e-invoice lines -> Visma.net inventory items (see the module docstring)."""
 

@@ -48,7 +48,7 @@ from bbvisma.buchhaltungsbutler.models import Receipt
 from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
 from bbvisma.errors import DataError, NotFound, OutcomeUnknown
 from bbvisma.flows.documents import ReceiptDocuments
-from bbvisma.flows.products import setting
+from bbvisma.flows.products import inventory_by_number, setting
 from bbvisma.linkstore import Link
 from bbvisma.records import Document
 
@@ -340,11 +340,7 @@ class ShipmentsFlow(Flow):
     def items(self) -> dict[str, dict[str, Any]]:
         """Item types (``GET /v1/inventory``, paged) once per run: which lines are stock."""
         if self._items is None:
-            self._items = {
-                i["inventoryNumber"]: i
-                for i in self.ctx.visma.list_inventory()
-                if i.get("inventoryNumber")
-            }
+            self._items = inventory_by_number(self.ctx)
         return self._items
 
     def link_meta(self, item: SourceItem, payload: dict, response: Any) -> dict | None:
