@@ -372,27 +372,29 @@ class ProductCatalog:
             signatures = {self._fixed_signature(p) for p in members}
             variant_values = [self._variant_values(p) for p in members]
             if len(signatures) > 1:
-                names = ", ".join(sorted(p.sku for p in members))
-                for product in members:
-                    self.notes.setdefault(product.sku, []).append(
-                        f"SKUs {names} share the base {base!r} but differ in characteristics "
-                        "other than the variant dimensions: not grouped as variants"
-                    )
+                self._note_not_grouped(
+                    members,
+                    base,
+                    "differ in characteristics other than the variant dimensions",
+                )
                 continue
             if (
                 not all(variant_values)
                 or len({tuple(sorted(v.items())) for v in variant_values}) < 2
             ):
-                names = ", ".join(sorted(p.sku for p in members))
-                for product in members:
-                    self.notes.setdefault(product.sku, []).append(
-                        f"SKUs {names} share the base {base!r} but do not differ in a variant "
-                        "dimension: not grouped as variants"
-                    )
+                self._note_not_grouped(members, base, "do not differ in a variant dimension")
                 continue
             for product, values in zip(members, variant_values, strict=True):
                 product.base_sku = base
                 product.variant_attributes = values
+
+    def _note_not_grouped(self, members: list[Product], base: str, why: str) -> None:
+        """Tell each SKU sharing ``base`` why they were not grouped as variants of it."""
+        names = ", ".join(sorted(p.sku for p in members))
+        for product in members:
+            self.notes.setdefault(product.sku, []).append(
+                f"SKUs {names} share the base {base!r} but {why}: not grouped as variants"
+            )
 
     def _fixed_signature(self, product: Product) -> frozenset[tuple[str, str]]:
         return frozenset(
