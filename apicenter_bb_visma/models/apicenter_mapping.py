@@ -6,8 +6,10 @@ mapper (``bbvisma.mapper``) applies.
 """
 
 import importlib
+import json
 
 from odoo import api, fields, models
+from odoo.exceptions import UserError
 from odoo.tools.translate import LazyTranslate
 
 from .apicenter_flow import FLOW_TYPES
@@ -55,6 +57,19 @@ class ApicenterMapping(models.Model):
     line_ids = fields.One2many("apicenter.mapping.line", "mapping_id", string="Rules", copy=True)
     note = fields.Text()
 
+    test_source = fields.Text(
+        string="Sample Record",
+        help="A source record as JSON, the way the activity log shows what came from "
+        "BuchhaltungsButler ('Load a sample' takes the latest one of this flow type).",
+    )
+    test_mode = fields.Selection(
+        [("create", "As a create"), ("update", "As an update")],
+        string="Test As",
+        default="create",
+        help="Rules marked 'On create' or 'On update' apply only in that mode.",
+    )
+    test_result = fields.Text(string="Payload", readonly=True)
+
     _code_company_uniq = models.UniqueIndex(
         "(code, COALESCE(company_id, 0))", "A mapping code must be unique per company."
     )
@@ -81,6 +96,56 @@ class ApicenterMapping(models.Model):
             if child:
                 children[arg] = child._to_core(_seen=(*_seen, self.code))
         return Mapping.from_rows(self.code, self.line_ids._to_rows(), children)
+
+    # -- test mapping --------------------------------------------------------------------------
+    def action_load_sample(self):
+        """Take the source record of the latest log line of this mapping's flow type."""
+        self.ensure_one()
+        if not self.flow_type:
+            raise UserError(self.env._("Set the flow type of this mapping to load a sample."))
+        line = self.env["apicenter.log"].search(
+            [("flow_id.flow_type", "=", self.flow_type), ("source_payload", "!=", False)],
+            order="id desc",
+            limit=1,
+        )
+        if not line:
+            raise UserError(
+                self.env._(
+                    "No run of a %(type)s flow has logged a source record yet.", type=self.flow_type
+                )
+            )
+        self.test_source = line.source_payload
+        return self.action_test_mapping()
+
+    def action_test_mapping(self):
+        """Show the payload the sample record produces with these rules and the value maps,
+        or every problem found (unmapped values, empty required fields, wrong rules);
+        sends nothing."""
+        from bbvisma.errors import BBVismaError
+
+        from ..sync.context import company_value_maps
+
+        self.ensure_one()
+        try:
+            source = json.loads(self.test_source or "")
+        except ValueError as exc:
+            raise UserError(self.env._("The sample record is not valid JSON: %s", exc)) from None
+        if not isinstance(source, dict):
+            raise UserError(self.env._("The sample record must be a JSON object."))
+        try:
+            mapping = self._to_core()
+        except BBVismaError as exc:
+            raise UserError(exc.message) from None
+        payload, problems = mapping.preview(
+            source,
+            mode=self.test_mode or "create",
+            value_maps=company_value_maps(self.env, self.company_id or self.env.company),
+        )
+        text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
+        if problems:
+            text = "\n".join(["# " + problem for problem in problems] + ["", text])
+        self.test_result = text
+        return True
 
     @api.model
     def _find_by_code(self, codes, company):

@@ -78,14 +78,17 @@ def type_mapping(env, flow_type, company):
 
 
 def flow_value_maps(flow):
+    """The value maps a run of ``flow`` uses (see :func:`company_value_maps`)."""
+    return company_value_maps(flow.env, flow.integration_id.company_id)
+
+
+def company_value_maps(env, company):
     """``{code: {source: target}}``: the core's default tables, each replaced as a whole by
     the value map record of the same code (the company's before a shared one)."""
     from bbvisma.flows.defaults import default_value_maps
 
     tables = default_value_maps()
-    records = flow.env["apicenter.value.map"].search(
-        [("company_id", "in", [flow.integration_id.company_id.id, False])]
-    )
+    records = env["apicenter.value.map"].search([("company_id", "in", [company.id, False])])
     for record in records.sorted(lambda r: bool(r.company_id)):  # company-specific last: wins
         tables.update(record._to_core())
     return tables

@@ -1,4 +1,7 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
+import json
+
+from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from bbvisma.errors import ConfigError
@@ -84,3 +87,90 @@ class TestMapping(ApicenterCase):
         offered = dict(self.env["apicenter.mapping.line"]._selection_transform())
         self.assertEqual(set(offered), {name for name, _label in transform_selection()})
         self.assertIn("country", offered, "a flow's own transform is offered too")
+
+
+@tagged("post_install", "-at_install")
+class TestMappingPreview(ApicenterCase):
+    """The 'Test mapping' action shows what a sample record becomes, and why not."""
+
+    def make_mapping(self):
+        return self.env["apicenter.mapping"].create(
+            {
+                "name": "Preview",
+                "code": "preview_test",
+                "line_ids": [
+                    (0, 0, {"sequence": 1, "source_path": "name", "target_field": "name"}),
+                    (
+                        0,
+                        0,
+                        {
+                            "sequence": 2,
+                            "source_path": "country",
+                            "target_field": "mainAddress.countryId",
+                            "transform": "value_map",
+                            "transform_arg": "countries",
+                        },
+                    ),
+                    (
+                        0,
+                        0,
+                        {
+                            "sequence": 3,
+                            "source_path": "email",
+                            "target_field": "mainContact.email",
+                            "when": "update",
+                        },
+                    ),
+                ],
+            }
+        )
+
+    def test_the_payload_of_a_sample_record_is_shown_with_the_value_maps(self):
+        mapping = self.make_mapping()
+        mapping.test_source = json.dumps(
+            {"name": "Fjord Handel AS", "country": "Dänemark", "email": "a@b.dk"}
+        )
+        mapping.action_test_mapping()
+        payload = json.loads(mapping.test_result)
+        # "Dänemark" goes through the installed 'countries' value map; the update-only rule
+        # is left out of a create
+        self.assertEqual(payload, {"name": "Fjord Handel AS", "mainAddress": {"countryId": "DK"}})
+        mapping.test_mode = "update"
+        mapping.action_test_mapping()
+        self.assertEqual(json.loads(mapping.test_result)["mainContact"], {"email": "a@b.dk"})
+
+    def test_an_unmapped_value_is_named_above_the_payload(self):
+        mapping = self.make_mapping()
+        mapping.test_source = '{"name": "X", "country": "Atlantis"}'
+        mapping.action_test_mapping()
+        first_line = mapping.test_result.splitlines()[0]
+        self.assertIn("countries", first_line)
+        self.assertIn("Atlantis", first_line)
+
+    def test_a_sample_that_is_not_a_json_object_is_refused(self):
+        mapping = self.make_mapping()
+        for sample in ("{name: 1", "[1, 2]"):
+            mapping.test_source = sample
+            with self.subTest(sample=sample), self.assertRaises(UserError):
+                mapping.action_test_mapping()
+
+    def test_load_a_sample_takes_the_latest_logged_source_record(self):
+        mapping = self.make_mapping()
+        mapping.flow_type = "customers"
+        flow = self.make_flow(flow_type="customers")
+        run = self.env["apicenter.run"].create(
+            {"flow_id": flow.id, "integration_id": flow.integration_id.id}
+        )
+        self.env["apicenter.log"].create(
+            {
+                "run_id": run.id,
+                "flow_id": flow.id,
+                "integration_id": flow.integration_id.id,
+                "entity": "customer",
+                "source_key": "10001",
+                "action": "create",
+                "source_payload": json.dumps({"name": "Logged GmbH", "country": "Dänemark"}),
+            }
+        )
+        mapping.action_load_sample()
+        self.assertEqual(json.loads(mapping.test_result)["name"], "Logged GmbH")
