@@ -22,6 +22,7 @@ from bbvisma.einvoice import read_path
 from bbvisma.flows.defaults import default_mapping, default_value_maps
 from bbvisma.flows.documents import receipt_fingerprint
 from bbvisma.flows.products import ProductsFlow
+from bbvisma.flows.stock import StockFlow
 from bbvisma.records import Characteristic, Document, DocumentLine
 from bbvisma.reference import reference_dir
 
@@ -141,6 +142,21 @@ def run_products(rig: Rig, *, settings: dict | None = None, maps: dict | None = 
     )
     flow = ProductsFlow(ctx)
     return flow, flow.run()
+
+
+def run_stock(rig: Rig, *, maps: dict | None = None, **settings: Any):
+    """One stock run (warehouse MAIN unless ``settings`` say otherwise): ``(flow, result)``."""
+    settings.setdefault("warehouse_id_visma", "MAIN")
+    flow = StockFlow(
+        rig.context(
+            mapping=default_mapping("stock"),
+            value_maps=maps if maps is not None else value_maps(),
+            settings=settings,
+        )
+    )
+    report = flow.run()
+    assert len(report.results) == 1  # one record per run and warehouse
+    return flow, report.results[0]
 
 
 def results_by_key(report) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from derived_fixtures import (
     reference,
     results_by_key,
     run_products,
+    run_stock,
     value_maps,
     warm_documents,
 )
@@ -26,7 +27,6 @@ from bbvisma.flows.defaults import default_mapping
 from bbvisma.flows.derived import PriceBook
 from bbvisma.flows.orders import OrdersFlow
 from bbvisma.flows.prices import GAP_MESSAGE, PriceRecord, PricesFlow
-from bbvisma.flows.stock import StockFlow
 
 
 def run_orders(rig, **settings):
@@ -177,13 +177,7 @@ def test_products_stock_prices_after_orders_fetch_each_receipt_file_at_most_once
     rig = make_rig()
     run_orders(rig)
     run_products(rig)
-    StockFlow(
-        rig.context(
-            mapping=default_mapping("stock"),
-            value_maps=value_maps(),
-            settings={"warehouse_id_visma": "MAIN"},
-        )
-    ).run()
+    run_stock(rig)
     prices_flow(rig).run()
     fetched = Counter(file_fetches(rig))
     assert fetched and max(fetched.values()) == 1
@@ -198,13 +192,7 @@ def test_a_receipt_changed_in_bb_is_fetched_again_once():
     run_products(rig)
     rig.bb_sim.modify_receipt(rig.api_key, 37, payment_date="2018-04-01")
     prices_flow(rig).run()
-    StockFlow(
-        rig.context(
-            mapping=default_mapping("stock"),
-            value_maps=value_maps(),
-            settings={"warehouse_id_visma": "MAIN"},
-        )
-    ).run()
+    run_stock(rig)
     fetched = Counter(file_fetches(rig))
     assert fetched["37"] == 2 and fetched["32"] == 1
 

@@ -12,31 +12,16 @@ from derived_fixtures import (
     line,
     reference,
     run_products,
+    run_stock,
     value_maps,
     warm_documents,
 )
 from flow_fixtures import make_rig
 
 from bbvisma.engine import Action
-from bbvisma.flows.defaults import default_mapping
 from bbvisma.flows.derived import StockLedger
-from bbvisma.flows.stock import StockFlow
 
 ADJUSTMENTS = "/v1/inventoryadjustment"
-
-
-def run_stock(rig, *, maps=None, **settings):
-    settings.setdefault("warehouse_id_visma", "MAIN")
-    flow = StockFlow(
-        rig.context(
-            mapping=default_mapping("stock"),
-            value_maps=maps if maps is not None else value_maps(),
-            settings=settings,
-        )
-    )
-    report = flow.run()
-    assert len(report.results) == 1  # one record per run and warehouse
-    return flow, report.results[0]
 
 
 def on_hand(rig, sku: str, warehouse: str = "MAIN") -> Decimal:
