@@ -484,24 +484,26 @@ def test_default_seed_has_persons_companies_and_several_countries(bb_seed):
 
 
 # -- the serve command ------------------------------------------------------------------------
+def serve_command(*options: str) -> list[str]:
+    """``python -m bbvisma.simulators serve`` on free ports, with further ``options``."""
+    return [
+        sys.executable,
+        "-m",
+        "bbvisma.simulators",
+        "serve",
+        "--bb-port",
+        "0",
+        "--visma-port",
+        "0",
+        *options,
+    ]
+
+
 def test_serve_command_prints_urls_and_credentials_and_serves_until_duration(tmp_path, bb_seed):
     seed_file = tmp_path / "seed.json"
     seed_file.write_text(json.dumps({"buchhaltungsbutler": bb_seed}))
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bbvisma.simulators",
-            "serve",
-            "--bb-port",
-            "0",
-            "--visma-port",
-            "0",
-            "--seed",
-            str(seed_file),
-            "--duration",
-            "20",
-        ],
+        serve_command("--seed", str(seed_file), "--duration", "20"),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -534,18 +536,7 @@ def test_serve_command_prints_urls_and_credentials_and_serves_until_duration(tmp
 def test_serve_command_stops_by_itself_after_duration():
     started = time.monotonic()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bbvisma.simulators",
-            "serve",
-            "--bb-port",
-            "0",
-            "--visma-port",
-            "0",
-            "--duration",
-            "0.2",
-        ],
+        serve_command("--duration", "0.2"),
         capture_output=True,
         text=True,
         timeout=30,
