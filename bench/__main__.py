@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where to write the report (default: bench/results/<date>.md and latest.md)",
     )
+    run.add_argument(
+        "--label",
+        help="name suffix of the default report files (bench/results/<date>-<label>.md and "
+        "latest-<label>.md), e.g. 'odoo' for a run of the Odoo passes alone",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     faults = sub.add_parser("faults", help="run the fault suite and print its table")
     faults.add_argument("--flow", action="append", help="only these flows (repeatable)")
@@ -99,7 +104,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         paths = [args.out]
     else:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        paths = [RESULTS / f"{time.strftime('%Y-%m-%d')}.md", RESULTS / "latest.md"]
+        suffix = f"-{args.label}" if args.label else ""
+        paths = [
+            RESULTS / f"{time.strftime('%Y-%m-%d')}{suffix}.md",
+            RESULTS / f"latest{suffix}.md",
+        ]
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
