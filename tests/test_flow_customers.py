@@ -286,3 +286,36 @@ def test_customers_end_to_end_over_loopback_http():
     assert first.counts["create"] == 28 and second.counts["skip"] == 28
     assert len(rig.visma_sim.customers) == 29
     assert rig.contract_violations() == []
+
+
+# -- API calls per record -----------------------------------------------------------------------
+def _visma_api_requests(rig):
+    return [e for e in rig.visma_requests() if not e["path"].startswith("/connect")]
+
+
+def test_a_bulk_first_run_reads_the_customer_list_once_instead_of_looking_up_each_debtor(rig):
+    """30 new debtors in one batch: one page of the customer list, then one POST each (the
+    e-mail and number lookups come from the run's index)."""
+    report = flow(rig).run()
+    requests = _visma_api_requests(rig)
+    reads = [r for r in requests if r["method"] == "GET"]
+    assert [r["path"] for r in reads] == ["/v1/customer"]
+    created = report.counts["create"]
+    # the adopted-and-updated and refused debtors are the only writes besides the creates
+    assert len(customer_posts(rig)) == 30 and created == 28
+    assert len(requests) <= 1.05 * len(customer_posts(rig)) + 1
+
+
+def test_a_small_batch_looks_each_new_debtor_up_instead_of_reading_every_customer(rig):
+    """A few new debtors (below the index threshold) cost lookups, not a full list read."""
+    ctx = rig.context(
+        mapping=default_mapping("customers"),
+        value_maps=default_value_maps(),
+        batch_size=CustomersFlow.INDEX_THRESHOLD - 1,
+    )
+    report = CustomersFlow(ctx).run()
+    assert report.counts["create"] == 28
+    lookups = [r for r in _visma_api_requests(rig) if r["method"] == "GET"]
+    # per-debtor lookups (by e-mail, by number): at least one per created customer, where the
+    # index would have read one page
+    assert len(lookups) >= 28
