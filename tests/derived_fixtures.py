@@ -133,12 +133,15 @@ def add_document(
     return receipt_id
 
 
-def run_products(rig: Rig, *, settings: dict | None = None, maps: dict | None = None):
+def run_products(
+    rig: Rig, *, settings: dict | None = None, maps: dict | None = None, batch_size: int = 50
+):
     """One products run with the default mapping and value maps."""
     ctx = rig.context(
         mapping=default_mapping("products"),
         value_maps=maps if maps is not None else value_maps(),
         settings=settings,
+        batch_size=batch_size,
     )
     flow = ProductsFlow(ctx)
     return flow, flow.run()

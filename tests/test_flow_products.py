@@ -118,13 +118,31 @@ def test_second_run_makes_no_write_call(rig):
     assert rig.visma_writes() == []
 
 
-def test_api_calls_per_created_item_are_lookup_create_and_barcode(rig):
-    _flow, report = run_products(rig)
-    calls = [
+def _calls(result):
+    return [
         (e["method"], e["path"].split("/")[-1] if "crossReferences" not in e["path"] else "xref")
-        for e in results_by_key(report)["TB100A4"].exchanges
+        for e in result.exchanges
     ]
+
+
+def test_api_calls_per_created_item_in_a_small_batch_are_lookup_create_and_barcode(rig):
+    _flow, report = run_products(rig, batch_size=ProductsFlow.INDEX_THRESHOLD - 1)
+    calls = _calls(results_by_key(report)["TB100A4"])
     assert calls == [("GET", "TB100A4"), ("POST", "inventory"), ("POST", "xref")]
+
+
+def test_a_bulk_batch_reads_the_item_list_once_and_creates_without_a_lookup(rig):
+    _flow, report = run_products(rig)
+    assert sum(report.counts.values()) >= ProductsFlow.INDEX_THRESHOLD  # all new: one batch
+    calls = _calls(results_by_key(report)["TB100A4"])
+    # the batch's item list read is charged to the record that triggered it, not to this one
+    assert calls == [("POST", "inventory"), ("POST", "xref")]
+    lookups = [
+        e
+        for e in rig.visma_requests()
+        if e["method"] == "GET" and e["path"].startswith("/v1/inventory/")
+    ]
+    assert lookups == []
 
 
 def test_variants_are_grouped_with_their_dimension_and_a_reference_to_the_base(rig):

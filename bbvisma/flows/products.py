@@ -120,6 +120,8 @@ class ProductsFlow(Flow):
         "base_currency": "EUR",
     }
     IMAGES_NOTE = IMAGES_NOTE
+    #: a batch with at least this many SKUs without a link reads the item list once
+    INDEX_THRESHOLD = 20
 
     def __init__(self, ctx: FlowContext):
         super().__init__(ctx)
@@ -135,6 +137,8 @@ class ProductsFlow(Flow):
         self._notes: dict[str, list[str]] = {}
         #: attribute id -> the characteristic name it came from (description of a new one)
         self._attribute_names: dict[str, str] = {}
+        #: SKU -> slim item (number, cross references), when a batch read the item list
+        self._index: dict[str, dict[str, Any]] | None = None
 
     # -- settings -------------------------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -328,6 +332,18 @@ class ProductsFlow(Flow):
         return self._categories
 
     # -- write ----------------------------------------------------------------------------------
+    def prepare_batch(self, items: list[SourceItem]) -> None:
+        """A batch with many SKUs without a link reads the item list once (one call per page)
+        instead of looking each SKU up: a new item then costs its POST alone."""
+        super().prepare_batch(items)
+        if self._index is None and not self.ctx.dry_run:
+            new = sum(1 for item in items if self.link_for(item) is None)
+            if new >= self.INDEX_THRESHOLD:
+                self._index = {
+                    number: {"inventoryNumber": number, "crossReferences": i.get("crossReferences")}
+                    for number, i in inventory_by_number(self.ctx).items()
+                }
+
     def create(self, item: SourceItem, payload: dict) -> tuple[str, Any]:
         """Lookup before create: an item with this ``inventoryNumber`` (created in Visma.net,
         or by the orders flow for a missing SKU) is updated instead -- with the update-mode
@@ -336,17 +352,24 @@ class ProductsFlow(Flow):
         body, barcode = self._split(payload)
         self._ensure_attributes(body)
         visma = self.ctx.visma
-        existing = visma.find_inventory(sku)
+        existing = self._index.get(sku) if self._index is not None else visma.find_inventory(sku)
         created = False
         if existing is None:
-            try:
+            found: dict[str, Any] = {}
+
+            def find() -> str | None:  # always live: the index may be older than the refusal
+                found["item"] = visma.find_inventory(sku)
+                return sku if found["item"] is not None else None
+
+            def send() -> str:
                 visma.create_inventory(body)
-                created = True
-            except OutcomeUnknown:
-                existing = visma.find_inventory(sku)  # committed after all?
-                if existing is None:
-                    visma.create_inventory(body)
-                    created = True
+                return sku
+
+            # a lost answer is resolved by looking again; an "already exists" refusal (created
+            # since the lookup) is adopted and updated like an item found by the lookup
+            _, how = self.create_or_adopt(find, send)
+            created = how != "adopted"
+            existing = found.get("item") if how == "adopted" else None
         if existing is not None:
             if not self.update_info and self.ctx.mapping is not None:
                 body = self.ctx.mapping.comparable(body)
