@@ -46,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         "latest-<label>.md), e.g. 'odoo' for a run of the Odoo passes alone",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    report = sub.add_parser(
+        "report", help="render (and merge) reports from the JSON files 'run' wrote"
+    )
+    report.add_argument("json", type=Path, nargs="+", help="JSON reports, merged in this order")
+    report.add_argument("--out", type=Path, required=True, help="the Markdown file to write")
+    report.add_argument(
+        "--reproduce",
+        action="append",
+        help="the command(s) that produced the JSON files, for the 'Reproduce' line",
+    )
     faults = sub.add_parser("faults", help="run the fault suite and print its table")
     faults.add_argument("--flow", action="append", help="only these flows (repeatable)")
     args = parser.parse_args(argv)
@@ -59,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if args.command == "faults":
         return _faults(args)
+    if args.command == "report":
+        return _report(args)
     return _run(args, argv if argv is not None else sys.argv[1:])
 
 
@@ -77,6 +89,21 @@ def _faults(args: argparse.Namespace) -> int:
     for o in known:
         print(f"known defect, {o.case}: {o.known_defect}")
     return 1 if unexpected else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from .report import from_json, merge, render, to_json
+
+    results = [from_json(json.loads(path.read_text(encoding="utf-8"))) for path in args.json]
+    merged = merge(results)
+    default = "python -m bench report " + " ".join(map(str, args.json))
+    command = " ; ".join(args.reproduce or [default])
+    args.out.write_text(render(merged, command), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(to_json(merged), encoding="utf-8")
+    print(f"report: {args.out}")
+    return 0
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:

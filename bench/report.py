@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
 from .measure import RunMeasure
@@ -201,8 +201,8 @@ def memory_table(memory: list[RunMeasure]) -> list[str]:
 def naive_table(runs: list[RunMeasure], naive: list[RunMeasure]) -> list[str]:
     lines = [
         "| flow | N | run | Visma calls engine / naive | BB calls engine / naive | "
-        "calls ratio | wall s engine / naive | time ratio |",
-        "|---|---:|---|---|---|---:|---|---:|",
+        "calls ratio | CPU s engine / naive | CPU ratio | wall s engine / naive |",
+        "|---|---:|---|---|---|---:|---|---:|---|",
     ]
     engine = {(m.flow, m.n, m.label): m for m in runs}
     for m in naive:
@@ -213,9 +213,9 @@ def naive_table(runs: list[RunMeasure], naive: list[RunMeasure]) -> list[str]:
         e_calls, n_calls = e.visma_calls + e.bb_calls, m.visma_calls + m.bb_calls
         lines.append(
             f"| {m.flow} | {m.n:,} | {label} | {e.visma_calls:,} / {m.visma_calls:,} | "
-            f"{e.bb_calls:,} / {m.bb_calls:,} | "
-            f"{_ratio(n_calls, e_calls)} | {_f(e.wall_s, 1)} / {_f(m.wall_s, 1)} | "
-            f"{_ratio(m.wall_s, e.wall_s)} |"
+            f"{e.bb_calls:,} / {m.bb_calls:,} | {_ratio(n_calls, e_calls)} | "
+            f"{_f(e.cpu_s, 1)} / {_f(m.cpu_s, 1)} | {_ratio(m.cpu_s, e.cpu_s)} | "
+            f"{_f(e.wall_s, 1)} / {_f(m.wall_s, 1)} |"
         )
     return lines
 
@@ -324,7 +324,9 @@ def render(result: BenchResult, command: str) -> str:
             "The same flows with no link store, no document cache, BuchhaltungsButler's "
             "default page size and batch size 1 (`bench/naive.py`): every record is looked "
             "up and written or re-sent, every file downloaded by each flow in every run. "
-            "Ratio = naive / engine.",
+            "Ratio = naive / engine. Time is compared in CPU seconds of the run's thread "
+            "(client and simulators together): the passes ran at different moments of a "
+            "shared machine, so their wall times are not comparable.",
             "",
             *naive_table(result.runs, result.naive),
         ]
@@ -417,3 +419,56 @@ def to_json(result: BenchResult) -> str:
 
     data = {name: plain(getattr(result, name)) for name in result.__dataclass_fields__}
     return json.dumps(data, indent=1, default=str)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a report back (re-render, merge)
+# --------------------------------------------------------------------------------------------
+def from_json(data: dict[str, Any]) -> BenchResult:
+    """A :class:`BenchResult` from :func:`to_json`'s output (derived values recomputed)."""
+    from .faults import FaultOutcome
+    from .scenarios import ParallelResult, QuotaResult
+
+    def rebuild(cls: type, item: dict[str, Any]) -> Any:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in item.items() if k in names})
+
+    result = BenchResult(
+        ns=data["ns"],
+        flows=data["flows"],
+        started=data["started"],
+        commit=data["commit"],
+        machine=data["machine"],
+    )
+    result.runs = [rebuild(RunMeasure, m) for m in data.get("runs", [])]
+    result.memory = [rebuild(RunMeasure, m) for m in data.get("memory", [])]
+    result.naive = [rebuild(RunMeasure, m) for m in data.get("naive", [])]
+    result.quota = [rebuild(QuotaResult, q) for q in data.get("quota", [])]
+    result.parallel = [rebuild(ParallelResult, p) for p in data.get("parallel", [])]
+    result.faults = [rebuild(FaultOutcome, o) for o in data.get("faults", [])]
+    result.odoo = list(data.get("odoo", []))
+    result.odoo_note = data.get("odoo_note")
+    result.odoo_parallel = list(data.get("odoo_parallel", []))
+    result.durations = dict(data.get("durations", {}))
+    return result
+
+
+def merge(results: list[BenchResult]) -> BenchResult:
+    """One report from several runs (e.g. the pure passes and the Odoo passes run apart):
+    list-valued sections are concatenated, the first run's header is kept, and its commit
+    line names every run's commit."""
+    first = results[0]
+    merged = BenchResult(
+        ns=sorted({n for r in results for n in r.ns}),
+        flows=list(dict.fromkeys(f for r in results for f in r.flows)),
+        started=", ".join(dict.fromkeys(r.started for r in results)),
+        commit=", ".join(dict.fromkeys(r.commit for r in results)),
+        machine=first.machine,
+    )
+    for name in ("runs", "memory", "naive", "quota", "parallel", "odoo", "odoo_parallel", "faults"):
+        for r in results:
+            getattr(merged, name).extend(getattr(r, name))
+    merged.odoo_note = next((r.odoo_note for r in results if r.odoo_note), None)
+    for r in results:
+        merged.durations.update(r.durations)
+    return merged
