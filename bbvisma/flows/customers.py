@@ -380,6 +380,9 @@ class CustomersFlow(RefusalMemory, Flow):
         self._index: CustomerIndex | None = None
 
     def prepare_batch(self, items: list[SourceItem]) -> None:
+        # a record's canonical source is needed from build() to its write: one batch at most
+        # (memory stays flat however many debtors a run reads)
+        self._sources.clear()
         super().prepare_batch(items)
         if self._index is None and not self.ctx.dry_run:
             new = sum(1 for item in items if self.link_for(item) is None)

@@ -288,8 +288,8 @@ class OrdersFlow(Flow):
         self.customers = CustomersFlow(
             nested_context(ctx, self._customer_settings(), self._customer_mapping())
         )
+        #: canonical source of each record, from build() to after_write(); kept per batch
         self._sources: dict[str, dict] = {}
-        self._receipts: dict[str, Receipt] = {}
         self._known_items: set[str] | None = None
         self._debtors: dict[str, list[Debtor]] | None = None
 
@@ -368,12 +368,17 @@ class OrdersFlow(Flow):
         self._debtors = None
         return super().replay(source_keys)
 
+    def prepare_batch(self, items: list[SourceItem]) -> None:
+        # a record's canonical source is needed from build() to after_write(): one batch at
+        # most (memory stays flat however many receipts a run reads)
+        self._sources.clear()
+        super().prepare_batch(items)
+
     # ========================================================================================
     # Building
     # ========================================================================================
     def build(self, item: SourceItem, link: Link | None) -> tuple[dict, dict]:
         receipt = Receipt.model_validate(item.data)
-        self._receipts[item.key] = receipt
         detail = self.documents.detail(receipt)
         document = self.documents.document(receipt)  # UnsupportedDocument parks
         source = self._canonical(receipt, detail, document)
