@@ -480,14 +480,33 @@ class Transport:
             with attempt_ctx:
                 attempt += 1
                 return self._once(
-                    method, path, json_body, form, params, headers, auth, attempt, log_body, files,
+                    method,
+                    path,
+                    json_body,
+                    form,
+                    params,
+                    headers,
+                    auth,
+                    attempt,
+                    log_body,
+                    files,
                     idempotent=idempotent,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- internals ----------------------------------------------------------------------------
     def _once(
-        self, method, path, json_body, form, params, headers, auth, attempt, log_body, files=None,
+        self,
+        method,
+        path,
+        json_body,
+        form,
+        params,
+        headers,
+        auth,
+        attempt,
+        log_body,
+        files=None,
         idempotent=None,
     ):
         # a lost answer to an idempotent request (GET, or a POST read such as BuchhaltungsButler's)
