@@ -126,15 +126,7 @@ class ApicenterFlowOps(models.Model):
 
     def action_open_problems(self):
         self.ensure_one()
-        name = self.env._("Problems")
-        return {
-            "type": "ir.actions.act_window",
-            "name": name,
-            "res_model": "apicenter.problem",
-            "view_mode": "list,form",
-            "domain": [("flow_id", "=", self.id)],
-            "context": {"search_default_open": 1},
-        }
+        return self.env["apicenter.problem"]._action_open([("flow_id", "=", self.id)])
 
     def action_open_runs(self):
         self.ensure_one()

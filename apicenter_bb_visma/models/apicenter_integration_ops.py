@@ -56,15 +56,7 @@ class ApicenterIntegrationOps(models.Model):
 
     def action_open_problems(self):
         self.ensure_one()
-        name = self.env._("Problems")
-        return {
-            "type": "ir.actions.act_window",
-            "name": name,
-            "res_model": "apicenter.problem",
-            "view_mode": "list,form",
-            "domain": [("integration_id", "=", self.id)],
-            "context": {"search_default_open": 1},
-        }
+        return self.env["apicenter.problem"]._action_open([("integration_id", "=", self.id)])
 
     @api.model
     def _purge_expired(self, batch_size=PURGE_BATCH_SIZE, commit=False, now=None):

@@ -15,7 +15,7 @@ of those records has since gone through); ``run`` problems are a run that stoppe
 record to blame (unreadable source, missing flow type); resolved by the next run that ends.
 """
 
-from odoo import fields, models
+from odoo import api, fields, models
 
 PROBLEM_STATES = [("open", "Open"), ("resolved", "Resolved")]
 PROBLEM_SCOPES = [("record", "Records"), ("run", "Whole run")]
@@ -61,6 +61,18 @@ class ApicenterProblem(models.Model):
     log_ids = fields.One2many("apicenter.log", "problem_id", string="Log Lines", readonly=True)
 
     # -- reading ------------------------------------------------------------------------------
+    @api.model
+    def _action_open(self, domain):
+        """The open problems of ``domain`` (a flow's or an integration's), as a window action."""
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Problems"),
+            "res_model": "apicenter.problem",
+            "view_mode": "list,form",
+            "domain": domain,
+            "context": {"search_default_open": 1},
+        }
+
     def _open_logs(self):
         """The failing log lines no later attempt has superseded: one per failing record."""
         return self.env["apicenter.log"].search(

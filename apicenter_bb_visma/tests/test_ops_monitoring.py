@@ -195,6 +195,15 @@ class TestOpsDashboardMeasures(ItemsFlowCase):
         self.flow.invalidate_recordset()
         self.assertEqual(self.flow.health, "failed")
 
+    def test_open_problems_of_a_flow_and_of_its_integration(self):
+        self.run_flow({"Z": {"name": "Z", "missing_sku": "X"}})
+        Problem = self.env["apicenter.problem"]
+        for record, field in ((self.flow, "flow_id"), (self.integration, "integration_id")):
+            action = record.action_open_problems()
+            self.assertEqual(action["res_model"], "apicenter.problem")
+            self.assertEqual(action["domain"], [(field, "=", record.id)])
+            self.assertEqual(len(Problem.search(action["domain"] + [("state", "=", "open")])), 1)
+
 
 @tagged("post_install", "-at_install")
 class TestOpsStalled(ItemsFlowCase):
