@@ -13,6 +13,7 @@ from odoo import api, fields, models
 from odoo.tools.translate import LazyTranslate
 
 from ..sync.sink import FlowBusy, OdooRunSink
+from .apicenter_integration import check_manager
 from .apicenter_run import RUN_STATES
 
 _logger = logging.getLogger(__name__)
@@ -376,6 +377,7 @@ class ApicenterFlow(models.Model):
     # -- running ------------------------------------------------------------------------------
     def action_run_now(self):
         self.ensure_one()
+        check_manager(self.env, self.env._("Only an Integration Manager can run a flow."))
         run = self._run()
         return {
             "type": "ir.actions.act_window",
@@ -387,6 +389,8 @@ class ApicenterFlow(models.Model):
 
     def action_dry_run(self):
         self.ensure_one()
+        # a dry run writes nothing, but it reads BuchhaltungsButler with the credentials
+        check_manager(self.env, self.env._("Only an Integration Manager can run a flow."))
         run = self._run(dry_run=True)
         return {
             "type": "ir.actions.act_window",

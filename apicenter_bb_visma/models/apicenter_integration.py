@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from odoo import api, fields, models, modules
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 
 _logger = logging.getLogger(__name__)
 
@@ -20,6 +20,20 @@ VISMA_DEFAULT_URL = "https://api.finance.visma.net"
 VISMA_DEFAULT_TOKEN_URL = "https://connect.visma.com/connect/token"
 #: the credential fields, in one list so that redaction and copy rules cannot forget one
 SECRET_FIELDS = ("bb_api_secret", "bb_api_key", "visma_client_secret")
+
+
+def check_manager(env, message):
+    """Raise AccessError with ``message`` unless the user is an Integration Manager.
+
+    For the buttons that USE the integration's credentials (run, dry run, retry, connection
+    tests): an Integration User may read runs and logs but must not make the integration call
+    either API -- and a button is also a public method anyone can call through RPC, so hiding
+    it in the view is not enough. The superuser (scheduled actions) passes.
+    """
+    if not (env.su or env.user.has_group(MANAGER_GROUP)):
+        raise AccessError(message)
+
+
 #: ids deleted per statement by the retention purge: small enough to hold locks briefly
 PURGE_BATCH_SIZE = 5000
 
@@ -208,6 +222,7 @@ class ApicenterIntegration(models.Model):
         from bbvisma.errors import BBVismaError
 
         self.ensure_one()
+        check_manager(self.env, self.env._("Only an Integration Manager can test a connection."))
         try:
             client = self._get_client(system)
         except ImportError as exc:

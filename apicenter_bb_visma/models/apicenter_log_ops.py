@@ -11,9 +11,9 @@ problem loses the record when it went through.
 from collections import defaultdict
 
 from odoo import api, fields, models
-from odoo.exceptions import AccessError, UserError
+from odoo.exceptions import UserError
 
-from .apicenter_integration import MANAGER_GROUP
+from .apicenter_integration import check_manager
 
 RETRYABLE_ACTIONS = ("park", "error")
 
@@ -90,9 +90,8 @@ class ApicenterLogOps(models.Model):
         Lines already superseded (their record went through again since), dry-run lines and
         lines without a record key are left out; when nothing is left, the user is told why.
         """
-        if not self.env.user.has_group(MANAGER_GROUP):
-            # a retry writes to Visma.net with the integration's credentials
-            raise AccessError(self.env._("Only an Integration Manager can retry records."))
+        # a retry writes to Visma.net with the integration's credentials
+        check_manager(self.env, self.env._("Only an Integration Manager can retry records."))
         lines = self._retryable()
         if not lines:
             raise UserError(

@@ -17,7 +17,7 @@ across the attempts (a record created by the first attempt and skipped by the se
 created), so the run's counts stay true however often a batch ran.
 """
 
-from odoo import fields, models
+from odoo import api, fields, models
 
 BATCH_STATES = [
     ("queued", "Queued"),
@@ -67,7 +67,47 @@ class ApicenterRun(models.Model):
         help="Stored on the flow when the last batch ends and no record failed.",
     )
 
-    # -- the jobs (queue_job calls them; see sync/fanout.py) ------------------------------------
+    # -- runs whose process died ----------------------------------------------------------------
+    @api.model
+    def _close_interrupted(self, flow):
+        """Close the in-process runs of ``flow``'s type that are still ``running`` though
+        their process is gone; call it while holding the flow type's run lock.
+
+        A run in this process (not ``parallel``) holds that lock from its start to its end, on
+        the connection of its own cursor. Whoever holds the lock now therefore knows that any
+        other such run still ``running`` lost its process (a killed worker, a server restart)
+        before it could end. Its counts are those of its last completed batch; its watermark
+        was not moved past what it completed, so the next run reads the rest again. Parallel
+        runs are not concerned: their queue jobs end them (sync/fanout.py).
+        """
+        runs = self.search(
+            [
+                ("integration_id", "=", flow.integration_id.id),
+                ("flow_type", "=", flow.flow_type),
+                ("state", "=", "running"),
+                ("parallel", "=", False),
+            ]
+        )
+        for run in runs:
+            # the last time its process wrote the run: the end of its last completed batch
+            ended = max(run.write_date or run.date_start, run.date_start)
+            run.write(
+                {
+                    "state": "failed",
+                    "date_end": ended,
+                    "duration": (ended - run.date_start).total_seconds(),
+                    "cause_key": "run:interrupted",
+                    "message": self.env._(
+                        "The process running this run stopped before it ended (a killed "
+                        "worker or a server restart); closed when the next run started. Its "
+                        "counts are those of its last completed batch; records it had not "
+                        "completed are read again by the next run."
+                    ),
+                }
+            )
+            run._on_closed()
+        return runs
+
     def _job_stream(self):
         """Read the source once and enqueue the batch jobs of this (queued) run."""
         from ..sync.fanout import stream

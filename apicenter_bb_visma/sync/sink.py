@@ -99,6 +99,8 @@ class OdooRunSink:
                     )
                 )
             env = flow.env(cr=log_cr, su=True)
+            # the lock is ours: a run of this flow type still "running" lost its process
+            env["apicenter.run"]._close_interrupted(flow)
             run = (
                 env["apicenter.run"]
                 .with_context(mail_create_nolog=True)

@@ -210,6 +210,14 @@ class TestFaultSuiteThroughOdoo(SimulatorsMixin, ApicenterCase):
         self.assertEqual((rerun.created_count, rerun.skipped_count), (self.count - 7, 7))
         self.assert_every_debtor_once_in_visma()
         self.assertEqual(len(self.links()), self.count)
+        # the killed run does not stay "running" for ever: the next run closed it, truthfully
+        killed.invalidate_recordset()
+        self.assertEqual(killed.state, "failed")
+        self.assertEqual(killed.cause_key, "run:interrupted")
+        self.assertIn("stopped before it ended", killed.message)
+        self.assertTrue(killed.date_end)
+        bodies = self.flow.message_ids.mapped("body")
+        self.assertTrue(any("stopped before it ended" in body for body in bodies), "chatter")
 
     def test_wrong_credentials_mid_run_fail_the_run_then_the_fixed_setup_resumes(self):
         self.integration.action_activate()

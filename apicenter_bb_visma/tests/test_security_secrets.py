@@ -16,6 +16,7 @@ writes them anywhere.
 
 import base64
 import logging
+from unittest.mock import patch
 
 from odoo.exceptions import AccessError, ValidationError
 from odoo.service.model import call_kw
@@ -303,28 +304,35 @@ class TestNoSecretInLogsPayloadsOrChatter(SimulatorsMixin, ApicenterCase):
 
 @tagged("post_install", "-at_install")
 class TestIntegrationUserStartingRuns(ApicenterCase):
-    """The Integration User sees runs and logs; starting a sync is the manager's (the form
-    shows Run now / Dry run to managers only).
+    """The Integration User sees runs and logs; starting a sync, a dry run, a retry or a
+    connection test (each uses the integration's credentials) is the manager's -- also
+    through RPC, where a hidden button is no protection."""
 
-    KNOWN DEFECT (reported): ``action_run_now`` / ``action_dry_run`` are public methods that
-    do not check the group, so the Integration User starts a run through RPC (no credential is
-    exposed by it: the run reads them with sudo and logs them redacted). Odoo's test runner
-    ignores ``unittest.expectedFailure``, so this test is a strict expected failure written
-    out: it passes while the defect is there and fails the day it is fixed -- then replace
-    its body by the two ``assertRaises(AccessError)`` it names.
-    """
-
-    def test_known_defect_integration_user_can_start_a_run_through_rpc(self):
+    def test_integration_user_cannot_use_the_credentials_through_rpc(self):
         flow = self.make_flow()
-        as_user = self.env["apicenter.flow"].with_user(self.user)
         self.assertTrue(self.user.has_group(USER))
-        for method in ("action_run_now", "action_dry_run"):
-            try:
-                call_kw(as_user, method, [[flow.id]], {})
-            except AccessError:
-                self.fail(
-                    f"{method} is refused now: the defect is fixed -- turn this test into "
-                    "assertRaises(AccessError) for both methods"
-                )
+        calls = [
+            ("apicenter.flow", "action_run_now", flow.id),
+            ("apicenter.flow", "action_dry_run", flow.id),
+            ("apicenter.integration", "action_test_bb_connection", flow.integration_id.id),
+            ("apicenter.integration", "action_test_visma_connection", flow.integration_id.id),
+        ]
+        for model, method, record_id in calls:
+            with self.subTest(method=method), self.assertRaises(AccessError):
+                call_kw(self.env[model].with_user(self.user), method, [[record_id]], {})
         self.env.invalidate_all()
-        self.assertEqual(len(flow.run_ids), 2, "the user started two runs")
+        self.assertFalse(flow.run_ids, "no run was started")
+
+    def test_manager_starts_a_run_through_rpc(self):
+        flow = self.make_flow()
+        as_manager = self.env["apicenter.flow"].with_user(self.manager)
+        started = []
+
+        def fake_run(records, dry_run=False):
+            started.append((records.env.uid, dry_run))
+            return records.env["apicenter.run"]
+
+        with patch.object(self.registry["apicenter.flow"], "_run", fake_run):
+            for method in ("action_run_now", "action_dry_run"):
+                call_kw(as_manager, method, [[flow.id]], {})
+        self.assertEqual(started, [(self.manager.id, False), (self.manager.id, True)])
