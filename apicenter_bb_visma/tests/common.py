@@ -1,6 +1,10 @@
 # License LGPL-3.0 or later (https://www.gnu.org/licenses/lgpl.html)
+from unittest.mock import patch
+
 from odoo.tests import new_test_user
 from odoo.tests.common import TransactionCase
+
+from ..sync.sink import OdooRunSink
 
 MANAGER = "apicenter_bb_visma.group_apicenter_manager"
 USER = "apicenter_bb_visma.group_apicenter_user"
@@ -52,3 +56,38 @@ class ApicenterCase(TransactionCase):
                 **vals,
             }
         )
+
+
+class WorkerKilled(BaseException):
+    """What ends a worker process: not an Exception, so neither the engine nor the flow model
+    may catch it."""
+
+
+def kill_run_after(records, start):
+    """Call ``start()`` (a run) and kill its worker after its ``records``-th record: the sink
+    raises :class:`WorkerKilled` once that record is logged, then every run cursor is closed
+    (the process is gone, and what it had not committed with it). Returns the exception.
+
+    Not ``assertRaises`` around the run: Odoo's wraps the block in a savepoint of the test's
+    connection and rolls it back -- taking the run cursor's commits along.
+    """
+    state = {"records": 0, "sinks": []}
+    original = OdooRunSink.record
+
+    def record(sink, result):
+        original(sink, result)
+        state["records"] += 1
+        if sink not in state["sinks"]:
+            state["sinks"].append(sink)
+        if state["records"] == records:
+            raise WorkerKilled(f"worker killed after {records} records")
+
+    killed = None
+    with patch.object(OdooRunSink, "record", record):
+        try:
+            start()
+        except WorkerKilled as exc:
+            killed = exc
+    for sink in state["sinks"]:
+        sink._cr.close()
+    return killed

@@ -28,15 +28,10 @@ from bbvisma.simulators.vismanet import VismaSimulator
 from bbvisma.simulators.vismanet import default_seed as visma_default_seed
 
 from ..sync.sink import OdooRunSink
-from .common import ApicenterCase
+from .common import ApicenterCase, kill_run_after
 
 BB_BASE = "http://127.0.0.1:8071/api/v1"
 VISMA_BASE = "http://127.0.0.1:8072"
-
-
-class WorkerKilled(BaseException):
-    """What ends a worker process: not an Exception, so neither the engine nor the flow model
-    may catch it."""
 
 
 class SimulatorsMixin:
@@ -176,29 +171,8 @@ class TestFaultSuiteThroughOdoo(SimulatorsMixin, ApicenterCase):
         self.assertEqual((second.skipped_count, second.created_count), (self.count, 0))
 
     def test_worker_killed_mid_batch_then_rerun_completes_without_duplicates(self):
-        state = {"records": 0, "sinks": []}
-        original = OdooRunSink.record
-
-        def record(sink, result):
-            original(sink, result)
-            state["records"] += 1
-            if sink not in state["sinks"]:
-                state["sinks"].append(sink)
-            if state["records"] == 7:
-                raise WorkerKilled("worker killed after 7 records")
-
-        # not self.assertRaises: Odoo's wraps the block in a savepoint of the test's
-        # connection and rolls it back -- taking the run cursor's commits along
-        killed = None
-        with patch.object(OdooRunSink, "record", record):
-            try:
-                self.flow._run()
-            except WorkerKilled as exc:
-                killed = exc
+        killed = kill_run_after(7, self.flow._run)
         self.assertIsNotNone(killed, "the worker was killed")
-        # the process is gone: its run cursor loses what it had not committed
-        for sink in state["sinks"]:
-            sink._cr.close()
         self.env.invalidate_all()
         killed = self.flow.last_run_id
         self.assertNotEqual(killed.state, "done", "a killed run must not look successful")
