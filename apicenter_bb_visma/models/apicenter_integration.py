@@ -310,21 +310,25 @@ class ApicenterIntegration(models.Model):
         integrations = self.sudo().with_context(active_test=False).search([])  # pylint: disable=no-search-all
         for integration in integrations:
             cutoff = now - timedelta(days=integration.log_retention_days)
+            domains = self._purge_domains(integration, cutoff)
             logs_deleted += self._purge_model(
-                "apicenter.log",
-                [("integration_id", "=", integration.id), ("date", "<", cutoff)],
-                batch_size,
-                commit,
+                "apicenter.log", domains["apicenter.log"], batch_size, commit
             )
             runs_deleted += self._purge_model(
-                "apicenter.run",
-                [("integration_id", "=", integration.id), ("date_start", "<", cutoff)],
-                batch_size,
-                commit,
+                "apicenter.run", domains["apicenter.run"], batch_size, commit
             )
         if logs_deleted or runs_deleted:
             _logger.info("retention purge: %s log lines, %s runs", logs_deleted, runs_deleted)
         return logs_deleted, runs_deleted
+
+    @api.model
+    def _purge_domains(self, integration, cutoff):
+        """What the purge deletes of ``integration``: log lines and runs older than ``cutoff``
+        (a run takes its log lines along)."""
+        return {
+            "apicenter.log": [("integration_id", "=", integration.id), ("date", "<", cutoff)],
+            "apicenter.run": [("integration_id", "=", integration.id), ("date_start", "<", cutoff)],
+        }
 
     def _purge_model(self, model, domain, batch_size, commit):
         records = self.env[model].sudo()

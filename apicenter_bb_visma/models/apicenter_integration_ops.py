@@ -59,6 +59,25 @@ class ApicenterIntegrationOps(models.Model):
         return self.env["apicenter.problem"]._action_open([("integration_id", "=", self.id)])
 
     @api.model
+    def _purge_domains(self, integration, cutoff):
+        """The log line of a record still failing under an open problem is kept, whatever its
+        age, and so is its run: it is the problem's evidence (its record count, "Records of
+        the problem", Retry). Purged, the problem would count no record left and be resolved
+        at the next run, while the record was never sent. It goes once the record went
+        through (a later line supersedes it) or the problem is resolved."""
+        domains = super()._purge_domains(integration, cutoff)
+        evidence = [("problem_id.state", "=", "open"), ("superseded_by_id", "=", False)]
+        domains["apicenter.log"] = domains["apicenter.log"] + [
+            "|",
+            "|",
+            ("problem_id", "=", False),
+            ("problem_id.state", "!=", "open"),
+            ("superseded_by_id", "!=", False),
+        ]
+        domains["apicenter.run"] = domains["apicenter.run"] + [("log_ids", "not any", evidence)]
+        return domains
+
+    @api.model
     def _purge_expired(self, batch_size=PURGE_BATCH_SIZE, commit=False, now=None):
         """Resolved problems go with the runs and log lines past the retention; open ones
         stay, whatever their age: they still need someone."""

@@ -276,3 +276,10 @@ class TestOpsProblemRetention(ItemsFlowCase):
         self.env["apicenter.integration"]._purge_expired(now=later)
         self.assertFalse(old.exists())
         self.assertTrue(new.exists(), "an open problem still needs someone")
+        # ... and so does its evidence: the record's line (and its run), so the next run does
+        # not count the problem as resolved and Retry still finds the record
+        self.assertEqual(new.record_count, 1)
+        self.assertEqual(new.log_ids.mapped("source_key"), ["N0000"])
+        self.assertTrue(new.log_ids.run_id.exists())
+        self.run_flow(orders(0))
+        self.assertEqual((new.state, new.record_count), ("open", 1))
