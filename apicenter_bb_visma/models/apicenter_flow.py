@@ -61,6 +61,7 @@ TYPE_SETTINGS = {
         "customer_settings": "_setting_customer_settings()",
         "customer_mapping": "_setting_customer_mapping()",
         "totals_tolerance": "_setting_totals_tolerance()",
+        "documents_since": "_setting_documents_since()",
     },
     "products": {
         "update_product_info": "update_product_info",
@@ -224,6 +225,14 @@ class ApicenterFlow(models.Model):
         default=0.01,
         help="Allowed difference per document line between the totals Visma.net computes and "
         "the document's; a larger one is reported as an error on the record.",
+    )
+    documents_since = fields.Datetime(
+        string="Documents Created Since",
+        help="A run with many documents to create reads the Visma.net documents created since "
+        "this moment once, page by page, instead of looking each document up before its "
+        "create. Nothing this integration sent can be older. Empty: the moment the "
+        "integration was created. Set it earlier only if documents of this account were sent "
+        "by an earlier integration that this one replaces.",
     )
     # -- products -----------------------------------------------------------------------------
     update_product_info = fields.Boolean(
@@ -426,6 +435,12 @@ class ApicenterFlow(models.Model):
 
     def _setting_branch(self):
         return self.branch or self.integration_id.visma_branch or None
+
+    def _setting_documents_since(self):
+        """ISO 8601 in UTC (how Odoo stores date-times): the flow's own value, else the
+        creation of the integration -- it cannot have created a document before it existed."""
+        moment = self.documents_since or self.integration_id.create_date
+        return f"{moment.isoformat(timespec='seconds')}+00:00" if moment else None
 
     def _setting_totals_tolerance(self):
         # the flows compute with Decimal: pass the digits the field shows, not a float

@@ -12,7 +12,7 @@ from ..models.apicenter_flow import FLOW_TYPES, TYPE_SETTINGS
 from .common import ApicenterCase
 
 #: keys whose Odoo value comes from other records, not from a field default
-DERIVED = {"branch", "customer_settings", "customer_mapping"}
+DERIVED = {"branch", "customer_settings", "customer_mapping", "documents_since"}
 
 
 @tagged("post_install", "-at_install")
@@ -73,6 +73,13 @@ class TestFlowSettings(ApicenterCase):
         self.assertEqual(stock._flow_settings()["branch"], "1")
         stock.branch = "2"
         self.assertEqual(stock._flow_settings()["branch"], "2")
+
+    def test_orders_documents_since_is_the_integration_creation_unless_set(self):
+        orders = self.make_flow(name="Orders", flow_type="orders")
+        created = self.integration.create_date.isoformat(timespec="seconds")
+        self.assertEqual(orders._flow_settings()["documents_since"], f"{created}+00:00")
+        orders.documents_since = "2025-01-02 03:04:05"
+        self.assertEqual(orders._flow_settings()["documents_since"], "2025-01-02T03:04:05+00:00")
 
     def test_products_form_explains_that_bb_has_no_images(self):
         products = self.make_flow(name="Products", flow_type="products")
