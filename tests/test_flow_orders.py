@@ -214,10 +214,12 @@ def test_second_run_makes_zero_write_calls_with_or_without_watermark(full_rig):
 
 
 def test_run_killed_mid_batch_then_rerun_creates_no_duplicate(full_rig):
+    # the orders flow records a batch's results once the batch's totals are checked: the
+    # worker dies while recording them, after every document of the batch was created
     with pytest.raises(KeyboardInterrupt):
         full_flow(full_rig, sink=ListSink(fail_after=9)).run()
     made = len(full_rig.visma_sim.invoices) + len(full_rig.visma_sim.credit_notes)
-    assert 0 < made <= 9
+    assert made > 9
     report = full_flow(full_rig).run()  # no watermark was stored: reads everything again
     assert report.counts["skip"] == made
     refs = [d["externalReference"] for d in full_rig.visma_sim.invoices.values()]
