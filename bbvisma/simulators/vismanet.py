@@ -47,7 +47,11 @@ What it simulates, and how (choices where the spec is silent are marked *chosen*
 * **Lists.** ``pageNumber`` (1-based) + ``pageSize``; a size above ``max_page_size`` is clamped
   silently; every item carries ``metadata {totalCount, maxPageSize}``. ``lastModifiedDateTime``
   + ``lastModifiedDateTimeCondition`` (``>``, ``<``, ``>=``, ``<=``) filter on the record's
-  modification time, kept per record on the injectable clock, in UTC (*chosen*).
+  modification time, kept per record on the injectable clock, in UTC (*chosen*); the two
+  document lists (customer invoices, credit notes) take ``createdDateTime`` +
+  ``createdDateTimeCondition`` alike (the spec's only wording: "Creation date and time"; the
+  formats and conditions of ``lastModifiedDateTime`` are *chosen*). Sales order lists have no
+  creation filter in the spec.
 * **Creates** answer 201 with an empty body and ``Location``; updates 204.
 
 * **Background API.** A call carrying ``erp-api-background`` (any value: a webhook URL,
