@@ -456,9 +456,7 @@ def test_check_batch_failing_as_a_whole_fails_every_written_record_alike():
     flow.broken = ServerError("Visma.net answered 503 three times", system="visma", status=503)
     report = flow.run()
     assert report.counts["error"] == 3 and report.watermark == stamp(1)  # read again
-    assert {r.message for r in sink.records} == {
-        "ServerError: Visma.net answered 503 three times"
-    }
+    assert {r.message for r in sink.records} == {"ServerError: Visma.net answered 503 three times"}
     assert all(r.target_key for r in sink.records)  # created all the same: the log says which
     flow.broken = None
     again = flow.run()

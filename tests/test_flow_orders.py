@@ -554,9 +554,7 @@ def test_with_documents_since_new_receipts_cost_their_creates_and_a_few_pages(
     assert all(r.response.get("created") for r in report.results if r.action is Action.CREATE)
 
 
-def test_without_documents_since_each_receipt_is_looked_up_before_its_create(
-    full_rig, monkeypatch
-):
+def test_without_documents_since_each_receipt_is_looked_up_before_its_create(full_rig, monkeypatch):
     reads = spy_reads(full_rig, monkeypatch)
     report = full_flow(full_rig).run()
     created = report.counts["create"]
@@ -565,9 +563,7 @@ def test_without_documents_since_each_receipt_is_looked_up_before_its_create(
     assert looked_up == {f"BB-{r.source_key}" for r in report.results if r.target_key}
 
 
-def test_document_created_by_someone_else_is_found_in_the_index_and_adopted(
-    full_rig, monkeypatch
-):
+def test_document_created_by_someone_else_is_found_in_the_index_and_adopted(full_rig, monkeypatch):
     made = by_key(full_flow(full_rig, **only("41")).run())["41"].target_key
     full_rig.links = MemoryLinkStore()  # the invoice exists in Visma.net, we know nothing of it
     full_rig.clear_logs()

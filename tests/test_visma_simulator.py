@@ -609,9 +609,7 @@ def test_documents_are_listed_by_creation_time_with_each_condition(api, fake_clo
     assert wrong.status_code == 400 and "createdDateTimeCondition" in error_message(wrong)
 
 
-def test_sales_orders_are_listed_by_type_and_change_time_not_by_creation_time(
-    api, sim, fake_clock
-):
+def test_sales_orders_are_listed_by_type_and_change_time_not_by_creation_time(api, sim, fake_clock):
     """The order lists have no creation filter in the spec: the contract guard flags one."""
     number = customer(api)
     item(api)
