@@ -36,7 +36,7 @@ from typing import Any
 from bbvisma.engine import SourceItem
 from bbvisma.linkstore import MemoryLinkStore
 
-from .measure import CountingSink, flow_class, measure_run
+from .measure import CountingSink, flow_class, measure_run, set_up_prerequisites
 from .rig import make_rig
 
 HOUR = 3600.0
@@ -204,9 +204,7 @@ def parallel_run(
     rig.links = MemoryLinkStore()
     try:
         # the orders flow needs its SKUs and customers: synced first, single-threaded
-        if flow_type == "orders":
-            for prerequisite in ("customers", "products"):
-                measure_run(rig, prerequisite, "setup", n=n)
+        set_up_prerequisites(rig, [flow_type], n=n)
         rig.clear_logs()
         cls = flow_class(flow_type)
         dispatcher = cls(rig.context(flow_type, settings=settings))
