@@ -443,14 +443,16 @@ class Flow(abc.ABC):
         refusal is resolved by a live lookup (the ``find`` given to :meth:`create_or_adopt`),
         because the record may have been created after the index was read.
         """
-        if self.ctx.dry_run:
-            return False
-        new = 0
+        return not self.ctx.dry_run and self.records_to_create(items) >= self.INDEX_THRESHOLD
+
+    def records_to_create(self, items: list[SourceItem]) -> int:
+        """How many of the batch's records have no link, or a link without a target key."""
+        count = 0
         for item in items:
             link = self.link_for(item)
             if link is None or not link.target_key:
-                new += 1
-        return new >= self.INDEX_THRESHOLD
+                count += 1
+        return count
 
     def link_for(self, item: SourceItem) -> Link | None:
         """The record's link: from the batch prefetch, else (outside a batch) one query."""

@@ -578,6 +578,25 @@ def test_document_created_by_someone_else_is_found_in_the_index_and_adopted(full
     assert document_reads(reads)["lookup"] == 0
 
 
+def test_an_index_longer_in_pages_than_the_receipts_to_create_is_not_read(full_rig, monkeypatch):
+    """Years of documents since documents_since: reading them would cost more calls than the
+    lookups they save; the first page's metadata says so, and the receipts are looked up."""
+    full_flow(full_rig, documents_since=SINCE).run()
+    full_rig.links = MemoryLinkStore()  # every receipt is to create again
+    full_rig.clear_logs()
+    full_rig.visma_sim.max_page_size = 1  # 37 documents: 37 pages
+    window = {"date_from": "2018-01-01", "date_to": "2020-12-31"}  # 23 receipts
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig, documents_since=SINCE, **window).run()
+    index = Counter(path for path, p in reads if p.get("createdDateTime", "Z") < "2025-06-02")
+    # 32 invoices: the first page, then no more; 5 credit notes: read (5 pages, 5 lookups saved)
+    assert index == {"/v1/customerinvoice": 1, "/v1/customerCreditNote": 5}
+    looked_up = [p["externalReference"] for path, p in reads if "externalReference" in p]
+    invoices = [r for r in report.results if r.target_key and r.source["target"] == INVOICE_TARGET]
+    assert len(looked_up) == len(invoices) == report.counts["create"] - 3 >= 18
+    assert document_posts(full_rig) == []  # every one found and adopted
+
+
 def test_lost_create_answer_is_resolved_by_a_real_lookup_not_by_the_index(full_rig, monkeypatch):
     full_rig.visma_sim.faults.add(
         "drop_after_commit", method="POST", path="^/v2/customerinvoice$", after=5, times=1

@@ -15,7 +15,8 @@ cause that names the offending value:
    (reference -> number) that answers these lookups -- a new receipt then costs its create
    alone; the documents the run creates go into the index too. A lost create answer or an
    "already exists" refusal is always resolved by a lookup in Visma.net itself, never from
-   the index (read before the create). Without the setting, each receipt is looked up.
+   the index (read before the create). Without the setting, or when the documents since then
+   fill more pages than the batch has receipts to create, each receipt is looked up.
 2. **What is it?** From the document type: 380 -> invoice (or sales order, setting
    ``order_target``); 381, any credit-note type or BB type ``credit outbound`` -> credit note;
    384 (corrected invoice) -> setting ``corrected_invoice_policy``: ``new_invoice`` books it as
@@ -370,8 +371,10 @@ class OrdersFlow(Flow):
         #: set by a batch with many receipts to create (and documents_since): lookups before
         #: creates are answered from per-target indexes, each read on first use
         self._indexing = False
-        #: target -> {lookup key: document number}
-        self._indexes: dict[str, dict[Any, str]] = {}
+        #: target -> {lookup key: document number}; None: too long to be worth reading
+        self._indexes: dict[str, dict[Any, str] | None] = {}
+        #: receipts to create in the batch that turned indexing on
+        self._to_create = 0
         #: target -> the latest creation (sales orders: change) time Visma.net reported for a
         #: document of this run, as Visma.net writes it
         self._marks: dict[str, dt.datetime] = {}
@@ -457,6 +460,7 @@ class OrdersFlow(Flow):
         self._batch_started = self.ctx.now()
         if not self._indexing and self.documents_since is not None:
             self._indexing = self.index_pays_off(items)
+            self._to_create = self.records_to_create(items)
 
     # ========================================================================================
     # Building
@@ -1109,18 +1113,35 @@ class OrdersFlow(Flow):
     def _lookup_index(self, target: str) -> dict[Any, str] | None:
         """The run's index of ``target`` documents (lookup key -> number), read on first use
         from the documents created since ``documents_since``; ``None``: look up per receipt
-        (no batch with enough receipts to create, or no ``documents_since``)."""
+        (no batch with enough receipts to create, or no ``documents_since``).
+
+        Unlike master data, the documents since ``documents_since`` grow with the years: a
+        list longer in pages than the batch has receipts to create (its first page's metadata
+        says how long it is) costs more than looking them up, and is not read further."""
         if not self._indexing or self.documents_since is None:
             return None
-        index = self._indexes.get(target)
-        if index is None:
-            index = {}
-            for document in self._documents(target, self.documents_since - DOCUMENTS_SINCE_MARGIN):
-                key = self._document_key(target, document)
-                number = self._number_of(target, document)
-                if key is not None and number:
-                    index.setdefault(key, number)
-            self._indexes[target] = index
+        if target in self._indexes:
+            return self._indexes[target]
+        index: dict[Any, str] | None = {}
+        since = self.documents_since - DOCUMENTS_SINCE_MARGIN
+        for position, document in enumerate(self._documents(target, since)):
+            pages = _pages(document) if position == 0 else 0
+            if pages > self._to_create:
+                self.ctx.logger.info(
+                    "orders: the %ss since %s fill %d pages, more than the %d receipt(s) to "
+                    "create: looked up one by one",
+                    target.replace("_", " "),
+                    since,
+                    pages,
+                    self._to_create,
+                )
+                index = None
+                break
+            key = self._document_key(target, document)
+            number = self._number_of(target, document)
+            if key is not None and number:
+                index.setdefault(key, number)
+        self._indexes[target] = index
         return index
 
     # -- after the writes of a batch ----------------------------------------------------------
@@ -1217,6 +1238,16 @@ class OrdersFlow(Flow):
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+def _pages(document: dict) -> int:
+    """How many pages the list a document came in fills, from its ``metadata`` (0: unknown)."""
+    meta = document.get("metadata") or {}
+    total = meta.get("totalCount")
+    if not total:
+        return 0
+    size = min(DEFAULT_PAGE_SIZE, int(meta.get("maxPageSize") or DEFAULT_PAGE_SIZE))
+    return -(-int(total) // size)
+
+
 def _name_key(name: str | None) -> str:
     return " ".join((name or "").split()).casefold()
 
