@@ -5,8 +5,9 @@ and write it (:class:`Flow`'s abstract steps); the engine owns everything every 
 right the same way:
 
 * **streaming** -- source items are read lazily and handled in batches of
-  ``ctx.batch_size``; results go to the :class:`RunSink` as they happen and are not kept (a run
-  over 50 000 records holds one batch in memory);
+  ``ctx.batch_size``; results go to the :class:`RunSink` as they happen (for a flow with a
+  batch check, :meth:`Flow.check_batch`, once that check is done at the end of the batch) and
+  are not kept (a run over 50 000 records holds one batch in memory);
 * **idempotency** -- the link store decides create / update / skip by content hash; an
   unchanged record costs no call; a created record's link is stored the moment the create
   returns;
@@ -357,6 +358,10 @@ class Flow(abc.ABC):
         update(item, payload, link) -> response; the link's hash is stored right after
         after_write(...)          checks on what the target answered; DataError flags it
 
+    and once per batch, after its writes and before its results go to the sink::
+
+        check_batch(written)      the same checks for the batch's written records at once
+
     Contract for :meth:`create` (lookup before create): a create whose answer was lost
     (:class:`~bbvisma.errors.OutcomeUnknown`), or whose link could not be stored, ends as ERROR
     and the record comes again next run with no link. The target may nonetheless hold the record
@@ -383,6 +388,9 @@ class Flow(abc.ABC):
     #: True if :meth:`source_items` yields items in ascending ``modified`` order; lets every
     #: batch move the watermark (otherwise only a completed run does)
     ordered_source: bool = False
+    #: a batch with at least this many records to create reads the target's list into a
+    #: per-run index instead of looking each record up (see :meth:`index_pays_off`)
+    INDEX_THRESHOLD = 20
 
     def __init__(self, ctx: FlowContext):
         if not self.entity:
@@ -422,6 +430,29 @@ class Flow(abc.ABC):
         keys = [item.key for item in items]
         self._batch_links = self.ctx.links.get_many(self.entity, keys)
         self._batch_keys = set(keys)
+
+    def index_pays_off(self, items: list[SourceItem]) -> bool:
+        """Whether this batch has so many records to create (no link, or a link without a
+        target key) that one paged read of the target's list -- one call per page, kept as a
+        slim per-run index -- is cheaper than the lookup before each create (one call or
+        more per record). Small batches look up per record: cheaper than reading a large
+        list for a handful of new records. Never in a dry run, which creates nothing.
+
+        For :meth:`prepare_batch` overrides, after ``super().prepare_batch(items)``. The
+        index answers only the lookup *before* a create: a lost answer or an "already exists"
+        refusal is resolved by a live lookup (the ``find`` given to :meth:`create_or_adopt`),
+        because the record may have been created after the index was read.
+        """
+        return not self.ctx.dry_run and self.records_to_create(items) >= self.INDEX_THRESHOLD
+
+    def records_to_create(self, items: list[SourceItem]) -> int:
+        """How many of the batch's records have no link, or a link without a target key."""
+        count = 0
+        for item in items:
+            link = self.link_for(item)
+            if link is None or not link.target_key:
+                count += 1
+        return count
 
     def link_for(self, item: SourceItem) -> Link | None:
         """The record's link: from the batch prefetch, else (outside a batch) one query."""
@@ -472,6 +503,22 @@ class Flow(abc.ABC):
         Raise DataError to flag it: the record is PARKED with its target key, and its link
         loses its hash, so the next read or a replay sends it again."""
         return None
+
+    def check_batch(self, written: list[tuple[SourceItem, RecordResult]]) -> dict[str, Exception]:
+        """Checks on the records a batch wrote, all at once: :meth:`after_write`'s batched
+        twin, for checks that one read of the target can do for many records (a paged list
+        instead of a GET per record).
+
+        Called once per batch with the ``(item, result)`` of every record created or updated
+        in it (never in a dry run), after the last write and before any result of the batch
+        goes to the sink -- so a flow that overrides it has its results recorded at the end
+        of each batch, not as they happen. Returns the failures by source key, handled as if
+        :meth:`after_write` had raised them: a DataError parks the record with its target
+        key and clears its link's hash (the next read or a replay sends it again); any other
+        exception makes the record an ERROR (or aborts the run, for AuthError/ConfigError).
+        An exception raised by the check itself fails every written record of the batch
+        alike. The default checks nothing."""
+        return {}
 
     # -- helpers for create -----------------------------------------------------------------
     @staticmethod
@@ -823,13 +870,49 @@ class Flow(abc.ABC):
                 if result.aborted_run:
                     break
             return results
+        checked = type(self).check_batch is not Flow.check_batch
+        done: list[tuple[SourceItem, RecordResult]] = []
         for item in batch:
             result = self.process(item)
-            self._emit(result, report, tracker, results)
+            if checked:
+                done.append((item, result))  # recorded once the batch check is done
+            else:
+                self._emit(result, report, tracker, results)
             if result.aborted_run:
                 break
+        if done:
+            self._check_written(done)
+            for _item, result in done:
+                self._emit(result, report, tracker, results)
         self._batch_links, self._batch_keys = {}, set()
         return results
+
+    def _check_written(self, done: list[tuple[SourceItem, RecordResult]]) -> None:
+        """:meth:`check_batch` on the batch's written records; its failures applied like
+        those of :meth:`after_write` (see :meth:`_write_record`)."""
+        ctx = self.ctx
+        written = [
+            (item, result)
+            for item, result in done
+            if result.action in (Action.CREATE, Action.UPDATE) and not ctx.dry_run
+        ]
+        if not written:
+            return
+        try:
+            failures = self.check_batch(written)
+        except Exception as exc:
+            failures = {item.key: exc for item, _result in written}
+        for item, result in written:
+            failure = failures.get(item.key)
+            if failure is None:
+                continue
+            if isinstance(failure, DataError):
+                try:
+                    with ctx.links.guard(self.entity, item.key):
+                        ctx.links.put(self.entity, item.key, result.target_key, None, None)
+                except Exception as exc:  # the flag could not be stored: say so instead
+                    failure = exc
+            self._fail(result, failure)
 
     def _emit(
         self,

@@ -39,6 +39,9 @@ from .rig import Rig, SqliteDocumentCache, make_rig
 #: records per case: small enough for the test suite, large enough for several batches
 RECORDS = 10
 BATCH = 4
+#: records and batch of the orders cases with the per-run document index: one batch with
+#: enough receipts to create for the index (Flow.INDEX_THRESHOLD)
+INDEXED = 24
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,6 +328,8 @@ class FaultCase:
     concurrent: bool = False
     #: a known defect this case exposes (shown in the table; the test marks it xfail)
     known_defect: str | None = None
+    records: int = RECORDS
+    batch: int = BATCH
 
     @property
     def id(self) -> str:
@@ -473,6 +478,27 @@ def build_cases() -> list[FaultCase]:
                 known_defect=KNOWN_DEFECTS.get(flow),
             ),
         ]
+    # orders with the per-run document index (documents_since, set by the rig, and a batch
+    # with enough receipts to create): lookups before creates come from one list read, so a
+    # lost answer must be resolved by a real lookup, never by that index
+    create = _visma_path("orders")
+    indexed = {"records": INDEXED, "batch": INDEXED}
+    cases += [
+        FaultCase(
+            "timeout on create (committed, answer lost), per-run index",
+            "orders",
+            _add("timeout", create, method="POST", after=2, times=2, seconds=120),
+            **indexed,
+        ),
+        FaultCase(
+            "connection dropped after commit, per-run index",
+            "orders",
+            _add("drop_after_commit", create, method="POST", after=3, times=2),
+            **indexed,
+        ),
+        FaultCase("worker killed mid-batch, per-run index", "orders", _kill_after(5), **indexed),
+        FaultCase("two runs at once, per-run index", "orders", lambda rig: None, True, **indexed),
+    ]
     # the source side: debtor pages; receipt pages and files (read per record by products
     # and orders)
     for flow in ("customers", "products", "orders"):
@@ -522,10 +548,10 @@ def _prepare(flow: str, records: int) -> tuple[Rig, Subject]:
     return rig, SUBJECTS[flow]
 
 
-def _run_once(rig: Rig, flow: str, sink: FaultSink) -> _Run:
+def _run_once(rig: Rig, flow: str, sink: FaultSink, batch: int = BATCH) -> _Run:
     since = rig.watermarks.get(flow)
     run = _Run(sink, since)
-    ctx = rig.context(flow, sink=sink, batch_size=BATCH)
+    ctx = rig.context(flow, sink=sink, batch_size=batch)
     try:
         report = flow_class(flow)(ctx).run(since=since)
         run.aborted = report.aborted
@@ -538,8 +564,8 @@ def _run_once(rig: Rig, flow: str, sink: FaultSink) -> _Run:
     return run
 
 
-def run_case(case: FaultCase, records: int = RECORDS) -> FaultOutcome:
-    rig, subject = _prepare(case.flow, records)
+def run_case(case: FaultCase, records: int | None = None) -> FaultOutcome:
+    rig, subject = _prepare(case.flow, records or case.records)
     try:
         return _run_case(case, rig, subject)
     finally:
@@ -563,7 +589,7 @@ def _run_case(case: FaultCase, rig: Rig, subject: Subject) -> FaultOutcome:
             gate.join()
             barrier.wait()
             try:
-                pair.append(_run_once(rig, flow, s))
+                pair.append(_run_once(rig, flow, s, case.batch))
             finally:
                 gate.done()
 
@@ -576,7 +602,7 @@ def _run_case(case: FaultCase, rig: Rig, subject: Subject) -> FaultOutcome:
         rig.links = links
         runs += pair
     else:
-        runs.append(_run_once(rig, flow, sink))
+        runs.append(_run_once(rig, flow, sink, case.batch))
     first = Counter()
     for run in runs:
         first.update(run.sink.counts)
@@ -590,9 +616,10 @@ def _run_case(case: FaultCase, rig: Rig, subject: Subject) -> FaultOutcome:
         for r in run.sink.results
         if r.action in (Action.CREATE, Action.UPDATE, Action.SKIP, Action.PARK)
     }
-    second = _run_once(rig, flow, FaultSink())
+    second = _run_once(rig, flow, FaultSink(), case.batch)
     runs.append(second)
-    third = _run_once(rig, flow, FaultSink())  # a quiet run: nothing left to do, nothing stuck
+    # a quiet run: nothing left to do, nothing stuck
+    third = _run_once(rig, flow, FaultSink(), case.batch)
     runs.append(third)
     return _judge(case, rig, subject, keys, runs, unfinished, dict(first))
 

@@ -290,6 +290,9 @@ class Rig:
     documents: DocumentCache | None = None
     factory: ReceiptFactory | None = None
     watermarks: dict[str, str | None] = field(default_factory=dict)
+    #: when the bench integration was set up (the rig's clock at its start): no document in
+    #: Visma.net is older, which the orders flow's setting ``documents_since`` says
+    started: dt.datetime | None = None
 
     # -- contexts -----------------------------------------------------------------------------
     def context(
@@ -306,8 +309,11 @@ class Rig:
         visma: Any = None,
         recorder: ExchangeRecorder | None = None,
     ) -> FlowContext:
+        settings = dict(settings or {})
+        if flow_type == "orders" and self.started is not None:
+            settings.setdefault("documents_since", self.started.isoformat())
         return FlowContext(
-            settings=dict(settings or {}),
+            settings=settings,
             mapping=default_mapping(flow_type),
             value_maps=default_value_maps(),
             links=links if links is not None else self.links,
@@ -439,6 +445,7 @@ def make_rig(
         visma_credentials=visma_credentials,
         documents=documents if documents is not None else SqliteDocumentCache(),
         factory=factory,
+        started=dt.datetime.fromtimestamp(clock.now(), dt.timezone.utc),
     )
 
 

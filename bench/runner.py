@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .measure import RunMeasure, measure_run
+from .measure import RunMeasure, measure_run, set_up_prerequisites
 from .rig import make_rig
 
 DEFAULT_FLOWS = ("customers", "products", "orders")
@@ -104,6 +104,7 @@ def flow_runs(n: int, flows: list[str], *, memory: bool) -> list[RunMeasure]:
     rig = make_rig(debtor_count=n, receipt_count=n, indexed=True)
     out = []
     try:
+        set_up_prerequisites(rig, flows, n=n)
         for label in ("full", "no-change"):
             for flow in flows:
                 gc.collect()

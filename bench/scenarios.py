@@ -11,7 +11,8 @@ early as the quota allows -- its virtual duration equals the theoretical minimum
 **Parallel batches** (:func:`parallel_run`). What queue_job does with a run split into batch
 jobs, simulated with threads: one dispatcher reads the source and enqueues batches; W workers
 each build their own flow instance (as each queue_job job does) over shared clients and ONE
-shared link store, take batches and handle them (``prepare_batch`` + ``process``). Every batch
+shared link store, take batches and handle them (``Flow.run_items``, as each batch job does in
+Odoo: the batch's records, then the flow's check of the batch, then its results). Every batch
 is enqueued twice on purpose (a double-clicked "Run now", a requeued job). With identity keys
 (queue_job's ``identity_key``: the same job is not enqueued twice) the copy is dropped; without
 them, the copy runs concurrently with the original -- the case the Odoo layer must prevent.
@@ -35,7 +36,7 @@ from typing import Any
 from bbvisma.engine import SourceItem
 from bbvisma.linkstore import MemoryLinkStore
 
-from .measure import CountingSink, flow_class, measure_run
+from .measure import CountingSink, flow_class, measure_run, set_up_prerequisites
 from .rig import make_rig
 
 HOUR = 3600.0
@@ -203,9 +204,7 @@ def parallel_run(
     rig.links = MemoryLinkStore()
     try:
         # the orders flow needs its SKUs and customers: synced first, single-threaded
-        if flow_type == "orders":
-            for prerequisite in ("customers", "products"):
-                measure_run(rig, prerequisite, "setup", n=n)
+        set_up_prerequisites(rig, [flow_type], n=n)
         rig.clear_logs()
         cls = flow_class(flow_type)
         dispatcher = cls(rig.context(flow_type, settings=settings))
@@ -217,25 +216,20 @@ def parallel_run(
             jobs.enqueue(identity, batch)
             jobs.enqueue(identity, batch)  # the same job a second time (see the docstring)
         jobs.close(workers)
-        sink = CountingSink()
-        sink_lock = threading.Lock()
+        sink = _LockedSink(CountingSink())
         errors: list[str] = []
 
         def work() -> None:
-            flow = cls(rig.context(flow_type, settings=settings))
+            flow = cls(rig.context(flow_type, settings=settings, sink=sink, batch_size=batch_size))
             while True:
                 job = jobs.get()
                 if job is None:
                     return
                 _identity, batch = job
                 try:
-                    flow.prepare_batch(batch)
-                    for item in batch:
-                        result = flow.process(item)
-                        with sink_lock:
-                            sink.record(result)
+                    flow.run_items(batch)
                 except Exception as exc:  # a worker must not die silently: count it
-                    with sink_lock:
+                    with sink.lock:
                         errors.append(f"{type(exc).__name__}: {exc}")
 
         threads = [threading.Thread(target=work, name=f"worker-{i}") for i in range(workers)]
@@ -256,16 +250,32 @@ def parallel_run(
             identity_keys,
             jobs.enqueued,
             jobs.dropped,
-            sum(sink.counts.values()),
-            dict(sink.counts),
+            sum(sink.sink.counts.values()),
+            dict(sink.sink.counts),
             sum(own.values()),
             twice,
             duplicates_in_visma(rig, flow_type),
             wall,
-            (errors + sink.examples)[:3],
+            (errors + sink.sink.examples)[:3],
         )
     finally:
         rig.close()
+
+
+class _LockedSink:
+    """A sink shared by worker threads: one record or batch at a time."""
+
+    def __init__(self, sink: CountingSink):
+        self.sink = sink
+        self.lock = threading.Lock()
+
+    def record(self, result: Any) -> None:
+        with self.lock:
+            self.sink.record(result)
+
+    def batch_done(self, watermark: str | None, results: list[Any]) -> None:
+        with self.lock:
+            self.sink.batch_done(watermark, results)
 
 
 def _own_writes(flow_type: str, writes: Counter[str]) -> Counter[str]:

@@ -410,6 +410,92 @@ def test_after_write_data_error_parks_with_target_key_and_resends_next_time():
     assert len(target.records) == 3
 
 
+class BatchTotalsCheck(ToyFlow):
+    """Checks a batch's written records at once; notes what the sink had seen by then."""
+
+    bad: set[str] = set()
+    broken: Exception | None = None
+
+    def check_batch(self, written):
+        self.checked.append([item.key for item, _result in written])
+        self.seen_by_sink.append(len(self.ctx.sink.records))
+        if self.broken is not None:
+            raise self.broken
+        return {
+            item.key: DataError("Visma total 119.00 differs from BB 118.99", cause="totals")
+            for item, _result in written
+            if item.key in self.bad
+        }
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.checked: list[list[str]] = []
+        self.seen_by_sink: list[int] = []
+
+
+def test_check_batch_flags_records_of_the_batch_before_the_sink_sees_them():
+    flow, source, target, sink = make(5, flow=BatchTotalsCheck, batch_size=3)
+    flow.bad = {"10002"}
+    flow.run()
+    source.change("10004", stamp(9), name="Changed")
+    second = flow.run(since=None)
+    # once per batch, with the written records only (the skipped ones of the 2nd run left out)
+    assert flow.checked == [["10001", "10002", "10003"], ["10004", "10005"], ["10002"], ["10004"]]
+    assert flow.seen_by_sink == [0, 3, 5, 8]  # a batch's results come after its check
+    flagged = [r for r in sink.records if r.source_key == "10002"]
+    assert [r.action for r in flagged] == [Action.PARK, Action.PARK]  # sent again, flagged again
+    assert flagged[0].cause_key == "data:totals" and flagged[0].target_key == target.by_ref["10002"]
+    assert flow.ctx.links.get("customer", "10002").content_hash is None
+    assert flow.ctx.links.get("customer", "10001").content_hash is not None
+    assert second.counts == {"create": 0, "update": 1, "skip": 3, "park": 1, "error": 0}
+    assert len(target.records) == 5  # a flagged record is updated next time, never re-created
+
+
+def test_check_batch_failing_as_a_whole_fails_every_written_record_alike():
+    flow, source, target, sink = make(3, flow=BatchTotalsCheck, batch_size=5)
+    flow.broken = ServerError("Visma.net answered 503 three times", system="visma", status=503)
+    report = flow.run()
+    assert report.counts["error"] == 3 and report.watermark == stamp(1)  # read again
+    assert {r.message for r in sink.records} == {"ServerError: Visma.net answered 503 three times"}
+    assert all(r.target_key for r in sink.records)  # created all the same: the log says which
+    flow.broken = None
+    again = flow.run()
+    assert again.counts["skip"] == 3 and len(target.records) == 3
+
+
+def test_flows_without_a_batch_check_record_each_result_as_it_happens():
+    class Watching(ListSink):
+        def record(self, result):
+            super().record(result)
+            self.creates_then.append(target.calls["create"])
+
+    flow, source, target, _sink = make(3, batch_size=3)
+    sink = flow.ctx.sink = Watching()
+    sink.creates_then = []
+    flow.run()
+    assert sink.creates_then == [1, 2, 3]
+
+
+def test_index_pays_off_for_a_batch_with_many_records_to_create_never_in_a_dry_run():
+    flow, source, target, sink = make(4)
+    flow.INDEX_THRESHOLD = 3
+    items = [source.get(k) for k in sorted(source.rows)]
+    flow.prepare_batch(items)
+    assert flow.index_pays_off(items)
+    flow.ctx.links.put("customer", "10001", "C1", "h")
+    flow.ctx.links.put("customer", "10002", None, "h", {"refused": "no"})  # still to create
+    flow.prepare_batch(items)
+    assert flow.index_pays_off(items)
+    flow.ctx.links.put("customer", "10003", "C3", "h")
+    flow.prepare_batch(items)
+    assert not flow.index_pays_off(items)
+    dry, dry_source, _target, _sink = make(4, dry_run=True)
+    dry.INDEX_THRESHOLD = 1
+    dry_items = [dry_source.get(k) for k in sorted(dry_source.rows)]
+    dry.prepare_batch(dry_items)
+    assert not dry.index_pays_off(dry_items)
+
+
 # --------------------------------------------------------------------------------------------
 # Dry run
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import functools
 import pytest
 
 from bbvisma.engine import Action
+from bbvisma.vismanet.client import VismaClient
 from bench.faults import (
     BATCH,
     FaultCase,
@@ -115,3 +116,25 @@ def test_lock_step_lets_a_lone_thread_through():
     gate.leave()
     gate.enter()  # the only participant: the turn comes back to it
     gate.leave()
+
+
+def test_the_index_cases_look_receipts_up_in_one_list_read_and_lost_answers_for_real(
+    monkeypatch,
+):
+    """The orders cases "..., per-run index" run with the index (else they would prove
+    nothing new): no per-record lookup before a create, a real one for each lost answer."""
+    reads: list[dict] = []
+    original = VismaClient.get_json
+
+    def spy(self, path, params=None):
+        if path == "/v1/customerinvoice":
+            reads.append(dict(params or {}))
+        return original(self, path, params)
+
+    monkeypatch.setattr(VismaClient, "get_json", spy)
+    outcome = run_case(BY_ID["orders:connection dropped after commit, per-run index"])
+    assert outcome.ok, outcome.outcome
+    lookups = [p["externalReference"] for p in reads if "externalReference" in p]
+    assert len(lookups) == 2 == len(set(lookups))  # the two dropped answers
+    index = [p for p in reads if "createdDateTime" in p and p["createdDateTime"] < "2025-06-02"]
+    assert len(index) == 1

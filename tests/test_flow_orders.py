@@ -4,8 +4,11 @@ both simulators in-process (one scenario over real loopback HTTP)."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+from collections import Counter
 from decimal import Decimal
+from unittest.mock import ANY
 
 import pytest
 from flow_fixtures import (
@@ -30,6 +33,7 @@ from bbvisma.flows.orders import (
     SALES_ORDER_FIELDS,
     SALES_ORDER_LINE_FIELDS,
     OrdersFlow,
+    parse_documents_since,
     preceding_invoice_number,
 )
 from bbvisma.linkstore import MemoryLinkStore
@@ -57,6 +61,10 @@ PARKED = {
 #: 18 678.60): it is sent with the document's VAT amount (taxDetailLines)
 HUF_RECEIPT = "14"
 INVOICES = OUTBOUND - CREDIT_NOTES - set(PARKED)
+INVOICE_TARGET = "customer_invoice"
+ANY_TIME = ANY
+#: the rig's FakeClock at its start (2025-06-02 12:00 UTC)
+NOW = dt.datetime(2025, 6, 2, 12, tzinfo=dt.timezone.utc)
 
 
 def flow(rig, value_maps=None, **settings) -> OrdersFlow:
@@ -214,10 +222,12 @@ def test_second_run_makes_zero_write_calls_with_or_without_watermark(full_rig):
 
 
 def test_run_killed_mid_batch_then_rerun_creates_no_duplicate(full_rig):
+    # the orders flow records a batch's results once the batch's totals are checked: the
+    # worker dies while recording them, after every document of the batch was created
     with pytest.raises(KeyboardInterrupt):
         full_flow(full_rig, sink=ListSink(fail_after=9)).run()
     made = len(full_rig.visma_sim.invoices) + len(full_rig.visma_sim.credit_notes)
-    assert 0 < made <= 9
+    assert made > 9
     report = full_flow(full_rig).run()  # no watermark was stored: reads everything again
     assert report.counts["skip"] == made
     refs = [d["externalReference"] for d in full_rig.visma_sim.invoices.values()]
@@ -489,6 +499,195 @@ def test_flow_is_registered_and_settings_are_checked(rig):
         flow(rig, missing_sku_policy="ignore")
     with pytest.raises(ConfigError, match="default_customer_number"):
         flow(rig, use_default_debtor=True)
+
+
+# -- calls: the lookup index, the batch read-back ------------------------------------------------
+#: before the rig's first write (the FakeClock starts at 2025-06-02 12:00 UTC)
+SINCE = "2025-06-02T11:00:00Z"
+DOCUMENT_LISTS = ("/v1/customerinvoice", "/v1/customerCreditNote", "/v1/salesorder")
+
+
+def spy_reads(rig, monkeypatch) -> list[tuple[str, dict]]:
+    """Every GET the Visma.net client sends, with its query (the request log has no query)."""
+    reads: list[tuple[str, dict]] = []
+    original = rig.visma.get_json
+
+    def spy(path, params=None):
+        reads.append((path, dict(params or {})))
+        return original(path, params)
+
+    monkeypatch.setattr(rig.visma, "get_json", spy)
+    return reads
+
+
+def document_reads(reads) -> Counter:
+    """Reads of documents by kind: ``index`` (list since documents_since), ``lookup`` (by
+    reference, per record), ``read_back`` (list since a batch began), ``get`` (one by number)."""
+    kinds: Counter = Counter()
+    for path, params in reads:
+        if path.startswith("/v1/customer/") and path.endswith("/salesorder"):
+            kinds["lookup"] += 1
+        elif path in DOCUMENT_LISTS:
+            since = params.get("createdDateTime") or params.get("lastModifiedDateTime")
+            if "externalReference" in params:
+                kinds["lookup"] += 1
+            else:
+                kinds["index" if since and since < "2025-06-02" else "read_back"] += 1
+        elif path.startswith(DOCUMENT_LISTS):
+            kinds["get"] += 1
+    return kinds
+
+
+def test_with_documents_since_new_receipts_cost_their_creates_and_a_few_pages(
+    full_rig, monkeypatch
+):
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig, documents_since=SINCE).run()
+    created = report.counts["create"]
+    assert created == len(INVOICES) + len(CREDIT_NOTES) > OrdersFlow.INDEX_THRESHOLD
+    assert len(document_posts(full_rig)) == created
+    # per kind (invoices, credit notes): one index read, one read-back of the batch
+    assert document_reads(reads) == {"index": 2, "read_back": 2}
+    index = [p for path, p in reads if path == "/v1/customerinvoice"][0]
+    assert index["createdDateTime"] == "2025-06-01 11:00:00"  # a day before the setting
+    assert index["createdDateTimeCondition"] == ">="
+    assert all(r.response.get("created") for r in report.results if r.action is Action.CREATE)
+
+
+def test_without_documents_since_each_receipt_is_looked_up_before_its_create(full_rig, monkeypatch):
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig).run()
+    created = report.counts["create"]
+    assert document_reads(reads) == {"lookup": created, "read_back": 2}
+    looked_up = {p["externalReference"] for path, p in reads if "externalReference" in p}
+    assert looked_up == {f"BB-{r.source_key}" for r in report.results if r.target_key}
+
+
+def test_document_created_by_someone_else_is_found_in_the_index_and_adopted(full_rig, monkeypatch):
+    made = by_key(full_flow(full_rig, **only("41")).run())["41"].target_key
+    full_rig.links = MemoryLinkStore()  # the invoice exists in Visma.net, we know nothing of it
+    full_rig.clear_logs()
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig, documents_since=SINCE).run()
+    adopted = by_key(report)["41"]
+    assert adopted.action is Action.CREATE and adopted.target_key == made
+    assert adopted.response == {"target": INVOICE_TARGET, "number": made, "adopted": True}
+    refs = [d["externalReference"] for d in full_rig.visma_sim.invoices.values()]
+    assert refs.count("BB-41") == 1 and len(refs) == len(set(refs))
+    assert len(document_posts(full_rig)) == report.counts["create"] - 1
+    assert document_reads(reads)["lookup"] == 0
+
+
+def test_an_index_longer_in_pages_than_the_receipts_to_create_is_not_read(full_rig, monkeypatch):
+    """Years of documents since documents_since: reading them would cost more calls than the
+    lookups they save; the first page's metadata says so, and the receipts are looked up."""
+    full_flow(full_rig, documents_since=SINCE).run()
+    full_rig.links = MemoryLinkStore()  # every receipt is to create again
+    full_rig.clear_logs()
+    full_rig.visma_sim.max_page_size = 1  # 37 documents: 37 pages
+    window = {"date_from": "2018-01-01", "date_to": "2020-12-31"}  # 23 receipts
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig, documents_since=SINCE, **window).run()
+    index = Counter(path for path, p in reads if p.get("createdDateTime", "Z") < "2025-06-02")
+    # 32 invoices: the first page, then no more; 5 credit notes: read (5 pages, 5 lookups saved)
+    assert index == {"/v1/customerinvoice": 1, "/v1/customerCreditNote": 5}
+    looked_up = [p["externalReference"] for path, p in reads if "externalReference" in p]
+    invoices = [r for r in report.results if r.target_key and r.source["target"] == INVOICE_TARGET]
+    assert len(looked_up) == len(invoices) == report.counts["create"] - 3 >= 18
+    assert document_posts(full_rig) == []  # every one found and adopted
+
+
+def test_lost_create_answer_is_resolved_by_a_real_lookup_not_by_the_index(full_rig, monkeypatch):
+    full_rig.visma_sim.faults.add(
+        "drop_after_commit", method="POST", path="^/v2/customerinvoice$", after=5, times=1
+    )
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig, documents_since=SINCE).run()
+    recovered = [r for r in report.results if (r.response or {}).get("recovered")]
+    assert len(recovered) == 1 and report.counts["error"] == 0
+    lookups = [p["externalReference"] for path, p in reads if "externalReference" in p]
+    assert lookups == [f"BB-{recovered[0].source_key}"]  # the index was read before the POST
+    refs = [d["externalReference"] for d in full_rig.visma_sim.invoices.values()]
+    assert len(refs) == len(set(refs)) == len(INVOICES)
+
+
+def test_totals_mismatch_found_by_the_batch_read_back_parks_and_clears_the_hash(
+    full_rig, monkeypatch
+):
+    maps = foreign_vat_maps(default_value_maps())
+    maps["vat_codes"]["S:7"] = "01"  # books 7 % lines at 19 %
+    reads = spy_reads(full_rig, monkeypatch)
+    report = flow(full_rig, maps, missing_sku_policy="create", documents_since=SINCE).run()
+    result = by_key(report)["35"]  # taxi ride, 7 %
+    assert result.action is Action.PARK and result.cause_key == "data:totals_mismatch"
+    assert "18.08 in the source" in result.message
+    assert result.target_key in full_rig.visma_sim.invoices
+    assert full_rig.links.get("order", "35").content_hash is None  # flagged for a human
+    assert full_rig.links.get("order", "41").content_hash is not None
+    assert document_reads(reads)["get"] == 0  # checked from the batch's list read
+    rerun = flow(full_rig, maps, missing_sku_policy="create").run(since=None)
+    assert by_key(rerun)["35"].cause_key == "data:changed_after_sync"  # never passes silently
+
+
+def test_documents_the_read_back_list_misses_are_read_one_by_one(full_rig, monkeypatch):
+    """Our clock an hour ahead of Visma.net's: the first batch's list (since its start by our
+    clock) shows none of its documents, which are then read by number; later batches count
+    from the creation times Visma.net reported and find theirs in the list."""
+    year = {"date_from": "2018-01-01", "date_to": "2018-12-31"}  # invoices only, 3 batches
+    ctx = full_rig.context(
+        mapping=default_mapping("orders"),
+        value_maps=foreign_vat_maps(default_value_maps()),
+        settings={"missing_sku_policy": "create", **year},
+        batch_size=5,
+    )
+    ctx.now = lambda: dt.datetime.fromtimestamp(full_rig.clock.now() + 3600, dt.timezone.utc)
+    reads = spy_reads(full_rig, monkeypatch)
+    report = OrdersFlow(ctx).run()
+    assert report.batches == 3 and report.counts == {**report.counts, "create": 13, "park": 2}
+    first_batch = {r.target_key for r in report.results[:5] if r.action is Action.CREATE}
+    got = {path.rsplit("/", 1)[1] for path, _p in reads if path.startswith(DOCUMENT_LISTS[0] + "/")}
+    assert got == first_batch and len(got) == 4
+    assert document_reads(reads)["read_back"] == 3
+
+
+def test_sales_orders_are_indexed_from_the_order_list_of_their_type(full_rig, monkeypatch):
+    reads = spy_reads(full_rig, monkeypatch)
+    report = full_flow(full_rig, order_target="sales_order", documents_since=SINCE).run()
+    assert report.counts["create"] == len(INVOICES) + len(CREDIT_NOTES) - 1
+    # orders carry no tax details: the HUF sample's whole-forint VAT differs, and says so
+    assert by_key(report)[HUF_RECEIPT].cause_key == "data:totals_mismatch"
+    assert len(full_rig.visma_sim.orders) == len(INVOICES)
+    orders = [p for path, p in reads if path == "/v1/salesorder"]
+    assert [p["lastModifiedDateTime"] for p in orders] == ["2025-06-01 11:00:00", ANY_TIME]
+    assert all(p["orderType"] == "SO" for p in orders)
+    assert document_reads(reads) == {"index": 2, "read_back": 2}  # orders and credit notes
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2025-06-02T11:00:00Z", dt.datetime(2025, 6, 2, 11, tzinfo=dt.timezone.utc)),
+        ("2025-06-02 13:00:00+02:00", dt.datetime(2025, 6, 2, 11, tzinfo=dt.timezone.utc)),
+        ("2025-06-02T11:00:00", dt.datetime(2025, 6, 2, 11, tzinfo=dt.timezone.utc)),
+        (dt.datetime(2025, 6, 2, 11), dt.datetime(2025, 6, 2, 11, tzinfo=dt.timezone.utc)),
+        ("2025-06-02", dt.datetime(2025, 6, 2, tzinfo=dt.timezone.utc)),
+        (None, None),
+        ("", None),
+    ],
+)
+def test_documents_since_is_read_as_utc_unless_it_says_otherwise(value, expected):
+    assert parse_documents_since(value, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("30.11.2026", "ISO 8601"), ("yesterday", "ISO 8601"), ("2025-06-03T00:00:00Z", "future")],
+)
+def test_documents_since_that_is_no_date_or_in_the_future_is_refused(rig, value, message):
+    from bbvisma.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        flow(rig, documents_since=value)
 
 
 # -- end to end over real loopback HTTP ---------------------------------------------------------

@@ -570,6 +570,63 @@ def test_documents_are_listed_by_external_reference(api):
     assert found[0]["metadata"] == {"totalCount": 2, "maxPageSize": 1000}
 
 
+def test_documents_are_listed_by_creation_time_with_each_condition(api, fake_clock):
+    """``createdDateTime`` + ``createdDateTimeCondition`` (spec parameters of both document
+    lists), on the simulator's clock in UTC, combinable with the other filters and paged."""
+    early = create(api, "/v2/customerinvoice", {"customerNumber": v("10000")})  # 12:00:00
+    fake_clock.advance(90)
+    late = create(
+        api, "/v2/customerinvoice", {"customerNumber": v("10000"), "externalReference": v("L")}
+    )  # 12:01:30
+    credit = create(api, "/v2/customerCreditNote", {"customerNumber": v("10000")})
+    released = api("POST", f"/v1/customerinvoice/{early}/action/release")  # changed later
+    assert released.status_code == 200, released.text
+
+    def numbers(path="/v1/customerinvoice", condition=">=", when="2025-06-02 12:01:30", **more):
+        params = {"createdDateTime": when, "createdDateTimeCondition": condition, **more}
+        response = api("GET", path, params=params)
+        assert response.status_code == 200, response.text
+        return [d["referenceNumber"] for d in response.json()]
+
+    assert numbers() == [late]  # created before, however recently changed: not listed
+    assert numbers(condition=">") == []
+    assert numbers(condition="<") == [early]
+    assert numbers(condition="<=", when="2025-06-02T12:01:30.000") == [early, late]
+    assert numbers(when="2025-06-02") == [early, late]
+    assert numbers(externalReference="L") == [late]
+    assert numbers(pageSize=1, pageNumber=2, when="2025-06-02") == [late]
+    assert numbers("/v1/customerCreditNote") == [credit]
+    listed = api("GET", "/v1/customerinvoice", params={"pageSize": 1}).json()
+    assert listed[0]["createdDateTime"] == "2025-06-02T12:00:00.000"
+    assert listed[0]["metadata"] == {"totalCount": 2, "maxPageSize": 1000}
+
+
+def test_sales_orders_are_listed_by_type_and_change_time_not_by_creation_time(api, sim, fake_clock):
+    """The order lists have no creation filter in the spec: the contract guard flags one."""
+    number = customer(api)
+    item(api)
+    first = order(api, number, [("SKU-1", 1, None)])
+    fake_clock.advance(60)
+    second = order(api, number, [("SKU-1", 2, None)])
+    params = {
+        "orderType": "SO",
+        "lastModifiedDateTime": "2025-06-02 12:01:00",
+        "lastModifiedDateTimeCondition": ">=",
+    }
+    for path in ("/v1/salesorder", f"/v1/customer/{number}/salesorder"):
+        assert [o["orderNo"] for o in api("GET", path, params=params).json()] == [second]
+    assert [o["orderNo"] for o in api("GET", "/v1/salesorder").json()] == [first, second]
+    guard = ContractGuard(sim)
+    with sim_http_client(guard, BASE) as client:
+        token = get_token(client)
+        client.get(
+            "/v1/salesorder",
+            headers={"Authorization": f"Bearer {token}"},
+            params={"createdDateTime": "2025-06-02", "createdDateTimeCondition": ">="},
+        )
+    assert any("'createdDateTime' is not in the spec" in v for v in guard.violations)
+
+
 # --------------------------------------------------------------------------------------------
 # stock
 # --------------------------------------------------------------------------------------------
@@ -684,7 +741,7 @@ def test_page_size_is_clamped_silently_and_every_item_carries_metadata(fake_cloc
     assert not guard.violations, guard.violations
 
 
-def test_last_modified_filter_honours_each_condition_and_needs_both_parameters(api, fake_clock):
+def test_last_modified_filter_honours_each_condition(api, fake_clock):
     customer(api, "Früh")  # 12:00:00.000
     fake_clock.advance(60)
     customer(api, "Spät")  # 12:01:00.000
@@ -703,14 +760,26 @@ def test_last_modified_filter_honours_each_condition_and_needs_both_parameters(a
     assert names("<") == ["Barverkauf Laufkundschaft", "Früh"]
     assert names("<=", "2025-06-02T12:01:00.000") == ["Barverkauf Laufkundschaft", "Früh", "Spät"]
     assert names(">=", "2025-06-02") == ["Barverkauf Laufkundschaft", "Früh", "Spät"]
-    alone = api("GET", "/v1/customer", params={"lastModifiedDateTime": "2025-06-02"})
-    assert alone.status_code == 400 and "mutually inclusive" in error_message(alone)
-    wrong = api(
-        "GET",
-        "/v1/customer",
-        params={"lastModifiedDateTime": "2.6.2025", "lastModifiedDateTimeCondition": ">"},
-    )
-    assert wrong.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/v1/customer", "lastModified"),
+        ("/v1/customerinvoice", "created"),
+        ("/v1/customerCreditNote", "created"),
+        ("/v1/salesorder", "lastModified"),
+    ],
+)
+def test_a_date_time_filter_needs_both_parameters_a_known_condition_and_format(api, path, prefix):
+    value, condition = f"{prefix}DateTime", f"{prefix}DateTimeCondition"
+    for params, named in (
+        ({value: "2025-06-02"}, "mutually inclusive"),
+        ({value: "2025-06-02", condition: "=>"}, condition),
+        ({value: "2.6.2025", condition: ">"}, value),
+    ):
+        response = api("GET", path, params=params)
+        assert response.status_code == 400 and named in error_message(response)
 
 
 def test_credit_terms_come_as_a_pagination_object(api):

@@ -362,9 +362,6 @@ class CustomersFlow(RefusalMemory, Flow):
         #: debtor's data; False adopts it as it is
         "update_on_match": True,
     }
-    #: a batch with at least this many debtors without a link reads the Visma.net customer
-    #: list once (one call per page) instead of looking each debtor up (one or two calls each)
-    INDEX_THRESHOLD = 20
 
     def __init__(self, ctx: FlowContext):
         super().__init__(ctx)
@@ -384,10 +381,8 @@ class CustomersFlow(RefusalMemory, Flow):
         # (memory stays flat however many debtors a run reads)
         self._sources.clear()
         super().prepare_batch(items)
-        if self._index is None and not self.ctx.dry_run:
-            new = sum(1 for item in items if self.link_for(item) is None)
-            if new >= self.INDEX_THRESHOLD:
-                self._index = CustomerIndex(self.ctx.visma.list_customers())
+        if self._index is None and self.index_pays_off(items):
+            self._index = CustomerIndex(self.ctx.visma.list_customers())
 
     # -- reading ------------------------------------------------------------------------------
     def source_items(self, since: str | None) -> Iterator[SourceItem]:

@@ -9,7 +9,14 @@ cause that names the offending value:
 1. **Already sent?** The link (engine) -- then, before any create, a lookup by the
    deterministic external reference in Visma.net (``externalReference`` of invoices and credit
    notes, ``customerRefNo`` of sales orders; default ``BB-<id_by_customer>``), so a lost link or
-   a lost create answer never leads to a duplicate.
+   a lost create answer never leads to a duplicate. With the setting ``documents_since`` (no
+   document of the integration is older), a batch with many receipts to create reads the
+   target's documents created since then once, page by page, into a slim per-run index
+   (reference -> number) that answers these lookups -- a new receipt then costs its create
+   alone; the documents the run creates go into the index too. A lost create answer or an
+   "already exists" refusal is always resolved by a lookup in Visma.net itself, never from
+   the index (read before the create). Without the setting, or when the documents since then
+   fill more pages than the batch has receipts to create, each receipt is looked up.
 2. **What is it?** From the document type: 380 -> invoice (or sales order, setting
    ``order_target``); 381, any credit-note type or BB type ``credit outbound`` -> credit note;
    384 (corrected invoice) -> setting ``corrected_invoice_policy``: ``new_invoice`` books it as
@@ -38,9 +45,10 @@ cause that names the offending value:
 6. **Products.** Every SKU must exist in Visma.net: one paged inventory read per run (lazily,
    only when something is written), a miss re-checked with one GET; still missing -> created
    from the line (``missing_sku_policy=create``) or parked (``missing_sku:<SKU>``).
-7. **After the create** the document is read back and Visma.net's totals (amount incl. VAT and
-   net) are compared with the source's; a difference beyond 0.01 x lines parks the record
-   (``totals_mismatch``) -- never a silent difference.
+7. **After the creates of a batch** its documents are read back -- one list read per target
+   (documents created since the batch began), a GET for any the list does not show -- and
+   Visma.net's totals (amount incl. VAT and net) are compared with the source's; a difference
+   beyond 0.01 x lines parks the record (``totals_mismatch``) -- never a silent difference.
 
 Payment terms (value map ``payment_terms``: net days ``"30"`` or Skonto ``"14S2"`` -> credit
 term) and payment method (``payment_methods``: UNTDID 4461 code -> Visma.net payment method)
@@ -66,11 +74,12 @@ from bbvisma.buchhaltungsbutler.models import (
     format_berlin_datetime,
     parse_berlin_datetime,
 )
-from bbvisma.engine import Action, Flow, FlowContext, SourceItem
+from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
 from bbvisma.errors import ApiError, ConfigError, DataError
 from bbvisma.linkstore import Link
 from bbvisma.mapper import Mapping
 from bbvisma.records import AllowanceCharge, Document, DocumentLine, Party
+from bbvisma.vismanet.client import DEFAULT_PAGE_SIZE
 
 from .customers import CustomersFlow, nested_context
 from .defaults import default_mapping
@@ -80,6 +89,7 @@ __all__ = [
     "CREDIT_NOTE_FIELDS",
     "SALES_ORDER_FIELDS",
     "OrdersFlow",
+    "parse_documents_since",
     "preceding_invoice_number",
 ]
 
@@ -101,6 +111,29 @@ PARKED_TYPES = {
 
 #: targets of the flow and where their documents live
 INVOICE, CREDIT_NOTE, SALES_ORDER = "customer_invoice", "customer_credit_note", "sales_order"
+
+#: the lookup index reads documents from this long before ``documents_since``: the time zone
+#: in which Visma.net reads a date-time filter is not published, and a day more to read is
+#: cheap next to a duplicate
+DOCUMENTS_SINCE_MARGIN = dt.timedelta(days=1)
+#: the read-back of a batch lists documents from this long before its start: the clocks of
+#: Visma.net's servers (and ours, for a run's first batch) need not agree to the second; a
+#: document the list still misses is read by its GET
+READ_BACK_MARGIN = dt.timedelta(minutes=1)
+#: what the totals check reads of a document: its totals and when it was created (sales
+#: orders: changed -- their DTO has no creation time)
+_DOCUMENT_FIELDS = (
+    "amountInCurrency",
+    "amount",
+    "detailTotalInCurrency",
+    "detailTotal",
+    "createdDateTime",
+)
+_CHECKED_FIELDS = {
+    INVOICE: _DOCUMENT_FIELDS,
+    CREDIT_NOTE: _DOCUMENT_FIELDS,
+    SALES_ORDER: ("orderTotal", "vatTaxableTotal", "vatExemptTotal", "lastModifiedDateTime"),
+}
 
 #: fields of CustomerCreditNoteUpdateDto (POST /v2/customerCreditNote) a credit note keeps
 CREDIT_NOTE_FIELDS = frozenset(
@@ -221,6 +254,37 @@ def _plain(number: Decimal) -> str:
     return "0" if text in ("0", "-0") else text
 
 
+def parse_documents_since(value: Any, now: dt.datetime) -> dt.datetime | None:
+    """The setting ``documents_since`` as an aware date-time (a value without offset is UTC,
+    as Odoo keeps date-times), ``None`` when not set. Text that is no ISO 8601 date or
+    date-time, or a moment after ``now``, is a ConfigError: a bound later than the documents
+    the integration created would hide them from the lookup before a create."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime.combine(value, dt.time())
+    else:
+        try:
+            moment = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"orders: documents_since must be an ISO 8601 date and time such as "
+                f"2026-11-30T10:00:00Z, not {value!r}"
+            ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.timezone.utc)
+    if moment > now:
+        raise ConfigError(
+            f"orders: documents_since ({moment.isoformat()}) lies in the future; it must be "
+            "a moment before the integration created its first document in Visma.net"
+        )
+    return moment
+
+
 def vat_key(category: str | None, rate: Decimal | None) -> str:
     """``"S:19"``, ``"AE:0"``, ``"S:5.5"``: the key of the value map ``vat_codes``."""
     return f"{(category or '?').upper()}:{_plain(rate if rate is not None else Decimal(0))}"
@@ -259,6 +323,11 @@ class OrdersFlow(Flow):
         "customer_mapping": None,
         #: allowed difference of Visma.net's totals per document line
         "totals_tolerance": "0.01",
+        #: ISO 8601 date and time before which the integration created no document in
+        #: Visma.net (the Odoo layer: the integration's creation; no offset = UTC). Set, a
+        #: batch with many receipts to create reads the target's documents since then once
+        #: instead of looking each receipt up; None: a lookup per receipt
+        "documents_since": None,
     }
     CHOICES = {
         "order_target": ORDER_TARGETS,
@@ -284,14 +353,31 @@ class OrdersFlow(Flow):
             raise ConfigError(
                 "orders: use_default_debtor is set but default_customer_number is not"
             )
+        self.documents_since = parse_documents_since(self.settings["documents_since"], ctx.now())
         self.documents = ReceiptDocuments(ctx)
         self.customers = CustomersFlow(
             nested_context(ctx, self._customer_settings(), self._customer_mapping())
         )
-        #: canonical source of each record, from build() to after_write(); kept per batch
+        #: canonical source of each record, from build() to check_batch(); kept per batch
         self._sources: dict[str, dict] = {}
+        self._batch_started: dt.datetime | None = None
+        self._start_run()
+
+    def _start_run(self) -> None:
+        """Forget what a run reads lazily, so the next run reads it afresh: the inventory,
+        the debtors, the lookup indexes and Visma.net's clock readings."""
         self._known_items: set[str] | None = None
         self._debtors: dict[str, list[Debtor]] | None = None
+        #: set by a batch with many receipts to create (and documents_since): lookups before
+        #: creates are answered from per-target indexes, each read on first use
+        self._indexing = False
+        #: target -> {lookup key: document number}; None: too long to be worth reading
+        self._indexes: dict[str, dict[Any, str] | None] = {}
+        #: receipts to create in the batch that turned indexing on
+        self._to_create = 0
+        #: target -> the latest creation (sales orders: change) time Visma.net reported for a
+        #: document of this run, as Visma.net writes it
+        self._marks: dict[str, dt.datetime] = {}
 
     # ========================================================================================
     # Settings helpers
@@ -321,8 +407,7 @@ class OrdersFlow(Flow):
     def source_items(self, since: str | None) -> Iterator[SourceItem]:
         """Outgoing invoices and credit notes changed since ``since`` minus the overlap,
         within the date window and status filter, page by page."""
-        self._known_items = None  # a run reads the inventory afresh (lazily)
-        self._debtors = None
+        self._start_run()
         for receipt in self.documents.iter_receipts(
             direction="outbound",
             since=self._since(since),
@@ -364,15 +449,18 @@ class OrdersFlow(Flow):
         )
 
     def replay(self, source_keys):
-        self._known_items = None  # the user may have fixed items in Visma.net meanwhile
-        self._debtors = None
+        self._start_run()  # the user may have fixed items in Visma.net meanwhile
         return super().replay(source_keys)
 
     def prepare_batch(self, items: list[SourceItem]) -> None:
-        # a record's canonical source is needed from build() to after_write(): one batch at
+        # a record's canonical source is needed from build() to check_batch(): one batch at
         # most (memory stays flat however many receipts a run reads)
         self._sources.clear()
         super().prepare_batch(items)
+        self._batch_started = self.ctx.now()
+        if not self._indexing and self.documents_since is not None:
+            self._indexing = self.index_pays_off(items)
+            self._to_create = self.records_to_create(items)
 
     # ========================================================================================
     # Building
@@ -839,12 +927,17 @@ class OrdersFlow(Flow):
         source = self._sources.get(item.key) or self.build(item, None)[0]
         target = source["target"]
         find, create = self._target_calls(target, payload, source)
-        existing = find()
+        index = self._lookup_index(target)
+        key = self._lookup_key(target, source["external_reference"], source["customer_number"])
+        existing = index.get(key) if index is not None else find()
         if existing is not None:
             return existing, {"target": target, "number": existing, "adopted": True}
         self._ensure_items(source)
-        # a lost answer or an "already exists" refusal: looked up again, never resent blindly
+        # a lost answer or an "already exists" refusal: looked up again in Visma.net itself
+        # (``find``, never the index read before the create), never resent blindly
         number, how = self.create_or_adopt(find, create)
+        if index is not None:
+            index[key] = number
         if how == "recovered":
             return number, {"target": target, "number": number, "recovered": True}
         if how == "adopted":
@@ -970,31 +1063,162 @@ class OrdersFlow(Flow):
             payload["vatCode"] = vat
         return payload
 
-    # -- after the write ----------------------------------------------------------------------
-    def after_write(
-        self, item: SourceItem, action: Action, payload: dict, link: Link, response: Any
-    ) -> None:
-        """Visma.net's totals of the document must equal the source's (0.01 per line)."""
-        source = self._sources.get(item.key)
-        if source is None:
-            return
-        target = source["target"]
-        number = link.target_key
+    # -- documents in Visma.net, per target ---------------------------------------------------
+    @staticmethod
+    def _lookup_key(target: str, reference: str | None, customer: str | None) -> Any:
+        """What the lookup before a create matches: the external reference; for a sales
+        order the customer's reference within the customer (as
+        ``find_sales_order_by_customer_ref`` looks). ``None`` without a reference."""
+        if not reference:
+            return None
+        return (str(customer), reference) if target == SALES_ORDER else reference
+
+    def _document_key(self, target: str, document: dict) -> Any:
+        if target == SALES_ORDER:
+            customer = (document.get("customer") or {}).get("number")
+            return self._lookup_key(target, document.get("customerRefNo"), customer)
+        return self._lookup_key(target, document.get("externalReference"), None)
+
+    @staticmethod
+    def _number_of(target: str, document: dict) -> str | None:
+        number = document.get("orderNo" if target == SALES_ORDER else "referenceNumber")
+        return str(number) if number else None
+
+    def _documents(
+        self, target: str, since: dt.datetime, *, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """Documents of ``target`` created at or after ``since``, page by page. The sales
+        order list has no creation filter (spec): orders *changed* since are read -- a
+        superset, since an order created since then was changed since then."""
         visma = self.ctx.visma
         if target == SALES_ORDER:
-            doc = visma.get_sales_order(number, order_type=self.settings["visma_order_type"])
-            gross = _dec(doc.get("orderTotal"))
-            net = (_dec(doc.get("vatTaxableTotal")) or Decimal(0)) + (
-                _dec(doc.get("vatExemptTotal")) or Decimal(0)
+            return visma.list_sales_orders(
+                order_type=self.settings["visma_order_type"],
+                modified_since=since,
+                page_size=page_size,
+            )
+        documents = (
+            visma.list_customer_invoices if target == INVOICE else visma.list_customer_credit_notes
+        )
+        return documents(created_since=since, page_size=page_size)
+
+    def _read_document(self, target: str, number: str) -> dict:
+        visma = self.ctx.visma
+        if target == SALES_ORDER:
+            return visma.get_sales_order(number, order_type=self.settings["visma_order_type"])
+        if target == INVOICE:
+            return visma.get_customer_invoice(number)
+        return visma.get_customer_credit_note(number)
+
+    def _lookup_index(self, target: str) -> dict[Any, str] | None:
+        """The run's index of ``target`` documents (lookup key -> number), read on first use
+        from the documents created since ``documents_since``; ``None``: look up per receipt
+        (no batch with enough receipts to create, or no ``documents_since``).
+
+        Unlike master data, the documents since ``documents_since`` grow with the years: a
+        list longer in pages than the batch has receipts to create (its first page's metadata
+        says how long it is) costs more than looking them up, and is not read further."""
+        if not self._indexing or self.documents_since is None:
+            return None
+        if target in self._indexes:
+            return self._indexes[target]
+        index: dict[Any, str] | None = {}
+        since = self.documents_since - DOCUMENTS_SINCE_MARGIN
+        for position, document in enumerate(self._documents(target, since)):
+            pages = _pages(document) if position == 0 else 0
+            if pages > self._to_create:
+                self.ctx.logger.info(
+                    "orders: the %ss since %s fill %d pages, more than the %d receipt(s) to "
+                    "create: looked up one by one",
+                    target.replace("_", " "),
+                    since,
+                    pages,
+                    self._to_create,
+                )
+                index = None
+                break
+            key = self._document_key(target, document)
+            number = self._number_of(target, document)
+            if key is not None and number:
+                index.setdefault(key, number)
+        self._indexes[target] = index
+        return index
+
+    # -- after the writes of a batch ----------------------------------------------------------
+    def check_batch(self, written: list[tuple[SourceItem, RecordResult]]) -> dict[str, Exception]:
+        """Visma.net's totals of every document the batch created must equal the source's
+        (0.01 per line): one list read per target for the whole batch, a GET for a document
+        the list does not show (an adopted older one; clocks that disagree) -- none passes
+        unchecked."""
+        by_target: dict[str, dict[str, str]] = {}  # target -> number -> source key
+        for item, result in written:
+            target = self._sources[item.key]["target"]
+            by_target.setdefault(target, {})[str(result.target_key)] = item.key
+        failures: dict[str, Exception] = {}
+        for target, keys in by_target.items():
+            listed = self._read_back(target, set(keys))
+            for number, key in keys.items():
+                try:
+                    document = listed.get(number) or self._read_document(target, number)
+                    self._note_clock(target, document)
+                    self._check_totals(self._sources[key], key, number, document)
+                except Exception as exc:  # the engine applies its policy to the record
+                    failures[key] = exc
+        return failures
+
+    def _read_back(self, target: str, numbers: set[str]) -> dict[str, dict]:
+        """The batch's documents of ``target`` (by number) from one list read: those created
+        since the batch began -- by Visma.net's own clock once a document of the run told
+        it (:meth:`_note_clock`), else by ours -- less :data:`READ_BACK_MARGIN`, paged only
+        until all are seen. A single document is left to its GET (as cheap, and exact)."""
+        if len(numbers) < 2 or self._batch_started is None:
+            return {}
+        since = self._marks.get(target, self._batch_started) - READ_BACK_MARGIN
+        page_size = max(DEFAULT_PAGE_SIZE, self.ctx.batch_size)
+        found: dict[str, dict] = {}
+        for document in self._documents(target, since, page_size=page_size):
+            number = self._number_of(target, document)
+            if number in numbers:  # kept slim: a page may hold hundreds of documents
+                found[number] = {k: document[k] for k in _CHECKED_FIELDS[target] if k in document}
+                if len(found) == len(numbers):
+                    break
+        if len(found) < len(numbers):
+            self.ctx.logger.info(
+                "orders: %d of %d %s(s) of the batch not in the list since %s; read one by one",
+                len(numbers) - len(found),
+                len(numbers),
+                target.replace("_", " "),
+                since,
+            )
+        return found
+
+    def _note_clock(self, target: str, document: dict) -> None:
+        """Keep the latest creation time (sales orders: change time) Visma.net reports for a
+        document of this run, as Visma.net writes it: the next batch's read-back counts from
+        Visma.net's clock, whatever ours says."""
+        text = document.get("lastModifiedDateTime" if target == SALES_ORDER else "createdDateTime")
+        if not text:
+            return
+        try:
+            stamp = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        except ValueError:
+            return
+        stamp = stamp.replace(tzinfo=None)  # Visma.net's own wall clock, as its filter reads
+        if target not in self._marks or stamp > self._marks[target]:
+            self._marks[target] = stamp
+
+    def _check_totals(self, source: dict, key: str, number: str, document: dict) -> None:
+        """DataError ``totals_mismatch`` unless the document's amount incl. VAT and its net
+        amount are the source's (tolerance ``totals_tolerance`` per line)."""
+        target = source["target"]
+        if target == SALES_ORDER:
+            gross = _dec(document.get("orderTotal"))
+            net = (_dec(document.get("vatTaxableTotal")) or Decimal(0)) + (
+                _dec(document.get("vatExemptTotal")) or Decimal(0)
             )
         else:
-            doc = (
-                visma.get_customer_invoice(number)
-                if target == INVOICE
-                else visma.get_customer_credit_note(number)
-            )
-            gross = _dec(doc.get("amountInCurrency", doc.get("amount")))
-            net = _dec(doc.get("detailTotalInCurrency", doc.get("detailTotal")))
+            gross = _dec(document.get("amountInCurrency", document.get("amount")))
+            net = _dec(document.get("detailTotalInCurrency", document.get("detailTotal")))
         want_gross = Decimal(source["gross_total"])
         want_net = Decimal(source["net_total"])
         tolerance = Decimal(str(self.settings["totals_tolerance"])) * max(1, len(source["lines"]))
@@ -1006,9 +1230,7 @@ class OrdersFlow(Flow):
         if problems:
             raise DataError(
                 f"{target.replace('_', ' ')} {number} in Visma.net does not match receipt "
-                f"{item.key} ({source['number']}): "
-                + "; ".join(problems)
-                + f" (tolerance {tolerance})",
+                f"{key} ({source['number']}): " + "; ".join(problems) + f" (tolerance {tolerance})",
                 cause="totals_mismatch",
             )
 
@@ -1016,6 +1238,16 @@ class OrdersFlow(Flow):
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+def _pages(document: dict) -> int:
+    """How many pages the list a document came in fills, from its ``metadata`` (0: unknown)."""
+    meta = document.get("metadata") or {}
+    total = meta.get("totalCount")
+    if not total:
+        return 0
+    size = min(DEFAULT_PAGE_SIZE, int(meta.get("maxPageSize") or DEFAULT_PAGE_SIZE))
+    return -(-int(total) // size)
+
+
 def _name_key(name: str | None) -> str:
     return " ".join((name or "").split()).casefold()
 

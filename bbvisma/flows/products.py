@@ -120,8 +120,6 @@ class ProductsFlow(Flow):
         "base_currency": "EUR",
     }
     IMAGES_NOTE = IMAGES_NOTE
-    #: a batch with at least this many SKUs without a link reads the item list once
-    INDEX_THRESHOLD = 20
 
     def __init__(self, ctx: FlowContext):
         super().__init__(ctx)
@@ -336,13 +334,11 @@ class ProductsFlow(Flow):
         """A batch with many SKUs without a link reads the item list once (one call per page)
         instead of looking each SKU up: a new item then costs its POST alone."""
         super().prepare_batch(items)
-        if self._index is None and not self.ctx.dry_run:
-            new = sum(1 for item in items if self.link_for(item) is None)
-            if new >= self.INDEX_THRESHOLD:
-                self._index = {
-                    number: {"inventoryNumber": number, "crossReferences": i.get("crossReferences")}
-                    for number, i in inventory_by_number(self.ctx).items()
-                }
+        if self._index is None and self.index_pays_off(items):
+            self._index = {
+                number: {"inventoryNumber": number, "crossReferences": i.get("crossReferences")}
+                for number, i in inventory_by_number(self.ctx).items()
+            }
 
     def create(self, item: SourceItem, payload: dict) -> tuple[str, Any]:
         """Lookup before create: an item with this ``inventoryNumber`` (created in Visma.net,

@@ -47,7 +47,11 @@ What it simulates, and how (choices where the spec is silent are marked *chosen*
 * **Lists.** ``pageNumber`` (1-based) + ``pageSize``; a size above ``max_page_size`` is clamped
   silently; every item carries ``metadata {totalCount, maxPageSize}``. ``lastModifiedDateTime``
   + ``lastModifiedDateTimeCondition`` (``>``, ``<``, ``>=``, ``<=``) filter on the record's
-  modification time, kept per record on the injectable clock, in UTC (*chosen*).
+  modification time, kept per record on the injectable clock, in UTC (*chosen*); the two
+  document lists (customer invoices, credit notes) take ``createdDateTime`` +
+  ``createdDateTimeCondition`` alike (the spec's only wording: "Creation date and time"; the
+  formats and conditions of ``lastModifiedDateTime`` are *chosen*). Sales order lists have no
+  creation filter in the spec.
 * **Creates** answer 201 with an empty body and ``Location``; updates 204.
 
 * **Background API.** A call carrying ``erp-api-background`` (any value: a webhook URL,
@@ -621,8 +625,12 @@ class VismaSimulator(SimulatorBase):
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock.now(), dt.timezone.utc).replace(tzinfo=None)
 
+    def _write_time(self) -> dt.datetime:
+        """The server time a write is stamped with: the clock's (a hook for benchmarks)."""
+        return self._now()
+
     def _stamp(self) -> str:
-        now = self._now()
+        now = self._write_time()
         return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}"
 
     def _today(self) -> str:

@@ -302,7 +302,8 @@ def _seg(value: Any) -> str:
 
 
 def _visma_datetime(value: dt.datetime | dt.date | str) -> str:
-    """``lastModifiedDateTime`` filter value in an accepted format (``yyyy-MM-dd HH:mm:ss``)."""
+    """A date-time filter value (``lastModifiedDateTime``, ``createdDateTime``) in an accepted
+    format (``yyyy-MM-dd HH:mm:ss``); an aware datetime is sent in UTC."""
     if isinstance(value, str):
         return value
     if isinstance(value, dt.datetime):
@@ -1147,8 +1148,13 @@ class VismaClient(ApiClientBase):
         status: str | None = None,
         modified_since: dt.datetime | dt.date | str | None = None,
         condition: str = ">=",
+        created_since: dt.datetime | dt.date | str | None = None,
+        created_condition: str = ">=",
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> Iterator[dict[str, Any]]:
+        """Documents of ``kind``, filtered as the spec's list allows: external reference,
+        customer's reference number, customer, status, ``lastModifiedDateTime`` and
+        ``createdDateTime`` (each with its condition, ``>=`` by default)."""
         params: dict[str, Any] = {}
         for param, value in (
             ("externalReference", external_reference),
@@ -1159,6 +1165,7 @@ class VismaClient(ApiClientBase):
             if value is not None:
                 params[param] = value
         _since(params, modified_since, condition)
+        _since(params, created_since, created_condition, prefix="created")
         return self.iter_list(
             kind.path,
             params,
