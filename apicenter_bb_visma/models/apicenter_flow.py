@@ -10,6 +10,7 @@ import logging
 import time
 
 from odoo import api, fields, models
+from odoo.exceptions import ValidationError
 from odoo.tools.translate import LazyTranslate
 
 from ..sync.sink import FlowBusy, OdooRunSink
@@ -231,8 +232,8 @@ class ApicenterFlow(models.Model):
         help="A run with many documents to create reads the Visma.net documents created since "
         "this moment once, page by page, instead of looking each document up before its "
         "create. Nothing this integration sent can be older. Empty: the moment the "
-        "integration was created. Set it earlier only if documents of this account were sent "
-        "by an earlier integration that this one replaces.",
+        "integration was created. It can only be set earlier: when documents of this account "
+        "were sent by an earlier integration that this one replaces.",
     )
     # -- products -----------------------------------------------------------------------------
     update_product_info = fields.Boolean(
@@ -435,6 +436,23 @@ class ApicenterFlow(models.Model):
 
     def _setting_branch(self):
         return self.branch or self.integration_id.visma_branch or None
+
+    @api.constrains("documents_since")
+    def _check_documents_since(self):
+        """Only earlier than the integration's creation: a later bound would hide documents
+        the integration sent from the lookup before a create -- after a lost link, the
+        receipt would be sent a second time."""
+        for flow in self:
+            created = flow.integration_id.create_date
+            if flow.documents_since and created and flow.documents_since > created:
+                raise ValidationError(
+                    self.env._(
+                        "Documents Created Since must not be later than the creation of the "
+                        "integration (%(created)s): documents it sent since would be missed "
+                        "by the lookup before a create and could be sent twice.",
+                        created=created,
+                    )
+                )
 
     def _setting_documents_since(self):
         """ISO 8601 in UTC (how Odoo stores date-times): the flow's own value, else the

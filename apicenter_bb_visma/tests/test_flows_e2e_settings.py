@@ -2,6 +2,9 @@
 """The settings the Odoo flow hands to the pure flows: exactly the keys each flow reads, with
 the same defaults, so that a flow behaves in Odoo as in the core's tests and the bench."""
 
+from datetime import timedelta
+
+from odoo.exceptions import ValidationError
 from odoo.tests import tagged
 
 from bbvisma.flows import FLOW_CLASSES
@@ -80,6 +83,8 @@ class TestFlowSettings(ApicenterCase):
         self.assertEqual(orders._flow_settings()["documents_since"], f"{created}+00:00")
         orders.documents_since = "2025-01-02 03:04:05"
         self.assertEqual(orders._flow_settings()["documents_since"], "2025-01-02T03:04:05+00:00")
+        with self.assertRaises(ValidationError):
+            orders.documents_since = self.integration.create_date + timedelta(seconds=1)
 
     def test_products_form_explains_that_bb_has_no_images(self):
         products = self.make_flow(name="Products", flow_type="products")
