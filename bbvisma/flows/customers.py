@@ -58,6 +58,7 @@ from typing import Any
 from bbvisma.buchhaltungsbutler.models import Debtor
 from bbvisma.engine import Action, Flow, FlowContext, SourceItem
 from bbvisma.errors import ApiError, ConfigError, DataError, PreconditionFailed
+from bbvisma.hashindex import HashIndex, text_hash
 from bbvisma.linkstore import Link
 from bbvisma.mapper import Mapping, MappingError, is_empty, register_transform
 from bbvisma.records import Address, Customer
@@ -311,41 +312,43 @@ class RefusalMemory:
 # The customer index of a run
 # --------------------------------------------------------------------------------------------
 class CustomerIndex:
-    """Visma.net customers as read once by a run: what the lookups before a create need.
-
-    Holds a slim dict per customer (number, name, corporateId, e-mail), so memory stays small
-    for large customer lists. The run adds what it creates, so later debtors of the same run
-    see those customers too.
+    """The Visma.net customers as read once by a run, reduced to what the lookups before a
+    create ask: which numbers exist (with the hash of each one's normalised name), which
+    corporate ids, which e-mails (:class:`~bbvisma.hashindex.HashIndex`, 16 bytes a key, so
+    a run's memory does not grow with the customer list). A miss answers the lookup without
+    a call; a hit on a number whose name matches is taken as it is (the number is the key we
+    looked for); any other hit is confirmed by the live lookup. The run adds what it creates,
+    so later debtors of the same run see those customers too.
     """
 
     def __init__(self, customers: Iterable[dict[str, Any]] = ()):
-        self.by_number: dict[str, dict[str, Any]] = {}
-        self.by_email: dict[str, list[dict[str, Any]]] = {}
-        self.by_corporate_id: dict[str, dict[str, Any]] = {}
-        for customer in customers:
-            self.add(customer)
+        self.numbers = HashIndex()
+        self.emails = HashIndex()
+        self.corporate_ids = HashIndex()
+        self._add(customers, building=True)
+        for index in (self.numbers, self.emails, self.corporate_ids):
+            index.seal()
 
     def add(self, customer: dict[str, Any]) -> None:
-        number = customer.get("number")
-        if number is None:
-            return
-        email = customer.get("email")
-        if email is None:
-            email = (customer.get("mainContact") or {}).get("email")
-        slim = {
-            "number": str(number),
-            "name": customer.get("name"),
-            "corporateId": customer.get("corporateId"),
-            "email": email,
-        }
-        self.by_number[slim["number"]] = slim
-        if email:
-            self.by_email.setdefault(email.lower(), []).append(slim)
-        if slim["corporateId"]:
-            self.by_corporate_id[str(slim["corporateId"])] = slim
+        self._add([customer], building=False)
 
-    def with_email(self, email: str) -> list[dict[str, Any]]:
-        return list(self.by_email.get(email.lower(), ()))
+    def _add(self, customers: Iterable[dict[str, Any]], building: bool) -> None:
+        put = "append" if building else "add"
+        numbers, emails, corporate_ids = (
+            getattr(index, put) for index in (self.numbers, self.emails, self.corporate_ids)
+        )
+        for customer in customers:
+            number = customer.get("number")
+            if number is None:
+                continue
+            numbers(str(number), _norm(customer.get("name")))
+            email = customer.get("email")
+            if email is None:
+                email = (customer.get("mainContact") or {}).get("email")
+            if email:
+                emails(email.lower())
+            if customer.get("corporateId"):
+                corporate_ids(str(customer["corporateId"]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,18 +436,18 @@ class CustomersFlow(RefusalMemory, Flow):
 
         def find(index: CustomerIndex | None = None) -> str | None:
             if number:
-                found = (
-                    index.by_number.get(str(number))
-                    if index is not None
-                    else visma.find_customer(str(number))
-                )
-                return self._owned(item, found, payload)
+                if index is not None:
+                    name_hash = index.numbers.value_hash(str(number))
+                    if name_hash is None:
+                        return None  # certain: no customer has this number
+                    if name_hash == text_hash(_norm(payload.get("name"))):
+                        # our number with our name: taken without a call
+                        return self._owned(item, {"number": number, "name": None}, {})
+                return self._owned(item, visma.find_customer(str(number)), payload)
             if corporate_id:
-                found = (
-                    index.by_corporate_id.get(str(corporate_id))
-                    if index is not None
-                    else visma.find_customer_by_corporate_id(str(corporate_id))
-                )
+                if index is not None and str(corporate_id) not in index.corporate_ids:
+                    return None
+                found = visma.find_customer_by_corporate_id(str(corporate_id))
                 return self._owned(item, found, payload)
             if email:
                 return self._match_by_email(item.key, email, prefer=None, index=index)
@@ -509,13 +512,11 @@ class CustomersFlow(RefusalMemory, Flow):
         self, source_key: str, email: str, prefer: str | None, index: CustomerIndex | None = None
     ) -> str | None:
         """The one unlinked Visma.net customer with this e-mail, ``None`` if there is none.
-        Among several, the one carrying the record's own number (``prefer``) wins. Asks the
-        run's ``index`` when given, else Visma.net."""
-        found = (
-            index.with_email(email)
-            if index is not None
-            else self.ctx.visma.find_customers_by_email(email)
-        )
+        Among several, the one carrying the record's own number (``prefer``) wins. The run's
+        ``index``, when given, answers a miss; Visma.net is asked otherwise."""
+        if index is not None and email.lower() not in index.emails:
+            return None  # certain: no customer has this e-mail
+        found = self.ctx.visma.find_customers_by_email(email)
         candidates = [str(c.get("number")) for c in found if c.get("number") is not None]
         free = [n for n in candidates if self._linked_elsewhere(source_key, n) is None]
         if prefer is not None and str(prefer) in free:
