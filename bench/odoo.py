@@ -17,6 +17,8 @@ What is measured, per run:
                every link read and write (each put is committed at once, by design), the
                per-batch commits, the chatter summary -- the Odoo layer's whole cost
 ``queries``    SQL statements sent by Odoo during the run (``odoo.sql_db.sql_counter``)
+``link_commit_s``  of ``odoo_s``: waiting for the commits of the link puts -- each one a WAL
+               flush to disk, the floor of a written record's cost on this machine
 
 Connection: ``ODOO_DB_HOST`` (127.0.0.1), ``ODOO_DB_PORT`` (5432), ``ODOO_DB_USER`` (the
 current user), ``ODOO_DB_PASSWORD``, ``ODOO_ADDONS_PATH`` (default: Odoo's ``addons`` folder and
@@ -95,6 +97,34 @@ class _Timers:
                 if depth == 0:
                     spent = time.perf_counter() - started
                     timers.seconds[key] = timers.seconds.get(key, 0.0) + spent
+
+        @contextlib.contextmanager
+        def patched() -> Iterator[None]:
+            setattr(owner, name, timed)
+            try:
+                yield
+            finally:
+                setattr(owner, name, original)
+
+        return patched()
+
+    def wrap_within(
+        self, owner: Any, name: str, key: str, caller_group: str
+    ) -> contextlib.AbstractContextManager:
+        """Like :meth:`wrap`, but only calls made from inside a wrapped call of
+        ``caller_group`` are counted (the run cursor's commits of link puts, not those of the
+        document cache)."""
+        original = getattr(owner, name)
+        timers = self
+
+        def timed(*args, **kw):
+            if not getattr(timers._depth, caller_group, 0):
+                return original(*args, **kw)
+            started = time.perf_counter()
+            try:
+                return original(*args, **kw)
+            finally:
+                timers.add(key, time.perf_counter() - started)
 
         @contextlib.contextmanager
         def patched() -> Iterator[None]:
@@ -251,7 +281,8 @@ def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str
         timers.wrap(Flow, "run", "engine"),
         timers.wrap(OdooRunSink, "record", "sink.record"),
         timers.wrap(OdooRunSink, "batch_done", "sink.batch_done"),
-        timers.wrap(OdooRunSink, "commit", "commit.link"),
+        # the durable commit of each link put (the WAL flush a created record waits for)
+        timers.wrap_within(OdooRunSink, "commit", "commit.link", "links"),
         timers.wrap(OdooLinkStore, "get_many", "links.get_many"),
         timers.wrap(OdooLinkStore, "get", "links.get"),
         timers.wrap(OdooLinkStore, "put", "links.put"),
@@ -327,6 +358,9 @@ def _one_run(
             k.split(".", 1)[1]: v for k, v in timers.seconds.items() if k.startswith("links.")
         },
         "link_commit_s": timers.seconds.get("commit.link", 0.0),
+        "link_commit_ms_per_record": (
+            1000.0 * timers.seconds.get("commit.link", 0.0) / records if records else None
+        ),
         "odoo_ms_per_record": 1000.0 * odoo_s / records if records else None,
         # what grows with the records (log lines, links) vs what a run costs once (context,
         # run record, chatter summary, per-batch bookkeeping outside the sink)

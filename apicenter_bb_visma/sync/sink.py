@@ -5,16 +5,18 @@ Why a separate cursor: a run can fail half-way and its transaction (the watermar
 the flow wrote in Odoo) is then rolled back -- but the log of what happened, and the run's
 summary, must stay, or the failure leaves no trace. So the run row, its log lines, its chatter
 summary and the links (see linkstore.py) are written through a cursor of their own, the "run
-cursor", committed after every batch (links: after every put), the way
-``delivery.carrier.log_xml`` does it. The main transaction carries the watermark and is
-committed once per batch -- except in tests, where only the test may end it.
+cursor", committed after every batch (log lines: also every ``FLUSH_EVERY`` lines; links and
+parsed documents: after every put), the way ``delivery.carrier.log_xml`` does it. The main
+transaction carries the watermark and is committed once per batch -- except in tests, where
+only the test may end it.
 
 The run cursor is READ COMMITTED (:func:`open_run_cursor`), not Odoo's REPEATABLE READ: the
 link store's guard must see the link another run committed while it waited for the lock, and
 under REPEATABLE READ only a commit would refresh the snapshot -- one more commit per record.
-It only inserts log lines and upserts links (both conflict-free) and writes its own run's row,
-which no one else writes meanwhile, so it needs no snapshot isolation. The level is set back
-before the connection returns to Odoo's pool.
+The run cursor needs no snapshot isolation: it inserts log lines, upserts links and documents
+(an upsert cannot conflict under either level) and writes rows of its own run (the run, its
+batch), which no one else writes meanwhile. The level is set back before the connection
+returns to Odoo's pool.
 
 Lock discipline (two cursors, one thread, so a lock wait would never end): the main
 transaction never writes run, log or link rows; the run cursor never writes flow or
