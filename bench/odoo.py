@@ -72,6 +72,17 @@ def _start_odoo(db: str) -> Any:
     return Registry(db)
 
 
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """``owner.name`` is ``replacement`` inside the block."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
 class _Timers:
     """Wall time spent in wrapped callables, keyed by name. Keys ``group.method`` share a
     group: a call made from inside another call of the same group (``get`` calls
@@ -98,15 +109,7 @@ class _Timers:
                     spent = time.perf_counter() - started
                     timers.seconds[key] = timers.seconds.get(key, 0.0) + spent
 
-        @contextlib.contextmanager
-        def patched() -> Iterator[None]:
-            setattr(owner, name, timed)
-            try:
-                yield
-            finally:
-                setattr(owner, name, original)
-
-        return patched()
+        return _patched(owner, name, timed)
 
     def wrap_within(
         self, owner: Any, name: str, key: str, caller_group: str
@@ -126,15 +129,7 @@ class _Timers:
             finally:
                 timers.add(key, time.perf_counter() - started)
 
-        @contextlib.contextmanager
-        def patched() -> Iterator[None]:
-            setattr(owner, name, timed)
-            try:
-                yield
-            finally:
-                setattr(owner, name, original)
-
-        return patched()
+        return _patched(owner, name, timed)
 
     def wrap_context(self, owner: Any, name: str, key: str) -> contextlib.AbstractContextManager:
         """Like :meth:`wrap` for a method returning a context manager (the link store's
@@ -161,15 +156,7 @@ class _Timers:
                 manager.__exit__(None, None, None)
                 timers.add(key, time.perf_counter() - started)
 
-        @contextlib.contextmanager
-        def patched() -> Iterator[None]:
-            setattr(owner, name, timed)
-            try:
-                yield
-            finally:
-                setattr(owner, name, original)
-
-        return patched()
+        return _patched(owner, name, timed)
 
     def add(self, key: str, seconds: float) -> None:
         self.seconds[key] = self.seconds.get(key, 0.0) + seconds
