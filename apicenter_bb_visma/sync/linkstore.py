@@ -26,6 +26,10 @@ customer while the customers run handles the same debtor, run in different proce
 lock in Python memory would not do. A session lock (not a transaction lock) because the link
 put inside the guard commits; it is reentrant within one connection, as the core requires, and
 a crashed worker's connection takes it along.
+
+Round trips are what a written record costs here (each one a wait for PostgreSQL, longer on a
+busy machine): the guard takes its lock and reads the link in one (the engine's re-read), the
+put is one more, its commit one, the unlock one.
 """
 
 import contextlib
@@ -37,6 +41,7 @@ from psycopg2.extras import Json
 from bbvisma.linkstore import Link, LinkStore
 
 _COLUMNS = "entity, source_key, target_key, content_hash, last_sync, meta"
+_UNREAD = object()
 
 
 class OdooLinkStore(LinkStore):
@@ -50,9 +55,15 @@ class OdooLinkStore(LinkStore):
         self.queries = 0
         self._company_id = None
         self._read_committed = None
+        #: ``{(entity, source key): link or None}``: read by :meth:`guard` with its lock, for
+        #: the first :meth:`get` of that record under it (the engine's re-read)
+        self._read_under_guard = {}
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, entity, source_key):
+        read = self._read_under_guard.pop((entity, str(source_key)), _UNREAD)
+        if read is not _UNREAD:  # read by the guard with its lock (see guard)
+            return read
         rows = self._select("source_key = %s", [entity, str(source_key)])
         return _link(rows[0]) if rows else None
 
@@ -67,15 +78,17 @@ class OdooLinkStore(LinkStore):
         rows = self._select("target_key = %s ORDER BY id LIMIT 1", [entity, str(target_key)])
         return _link(rows[0]) if rows else None
 
-    def _select(self, condition, params):
-        """Rows of this integration's links of one entity that match ``condition``."""
+    def _select(self, condition, params, lock=None):
+        """Rows of this integration's links of one entity that match ``condition``, after
+        taking the advisory lock ``lock`` (if given) in the same round trip."""
         self.queries += 1
         self._links().flush_model()
         cr = self.env.cr
+        take_lock = "SELECT pg_advisory_lock(%s); " if lock is not None else ""
         cr.execute(
-            f"SELECT {_COLUMNS} FROM apicenter_link "  # noqa: S608 - fixed condition strings
+            f"{take_lock}SELECT {_COLUMNS} FROM apicenter_link "  # noqa: S608 - fixed strings
             f"WHERE integration_id = %s AND entity = %s AND {condition}",
-            [self.integration_id, *params],
+            [*([lock] if take_lock else []), self.integration_id, *params],
         )
         return cr.fetchall()
 
@@ -83,6 +96,7 @@ class OdooLinkStore(LinkStore):
     def put(self, entity, source_key, target_key, content_hash, meta=None):
         """Create or update the link (one upsert) and commit it."""
         self.queries += 1
+        self._read_under_guard.pop((entity, str(source_key)), None)
         links = self._links()
         links.flush_model()
         cr = self.env.cr
@@ -132,24 +146,40 @@ class OdooLinkStore(LinkStore):
     @contextlib.contextmanager
     def guard(self, entity, source_key):
         """Hold the advisory lock of (integration, entity, source key) while the engine
-        re-reads the link, looks the record up, writes it and stores the new link."""
+        re-reads the link, looks the record up, writes it and stores the new link.
+
+        The engine's first step under the guard is always that re-read, so on a READ
+        COMMITTED cursor the guard takes the lock and reads the link in one round trip (two
+        statements: the read's snapshot is taken once the lock is ours), and the next
+        :meth:`get` of the record returns what it read."""
         key = guard_lock_key(self.integration_id, entity, source_key)
-        cr = self.env.cr
-        cr.execute("SELECT pg_advisory_lock(%s)", [key])
-        if not self._sees_new_commits():
-            # end the transaction that waited for the lock: its snapshot (REPEATABLE READ)
-            # dates from before the other run stored its link; the re-read must see that link
-            self._commit()
+        record = (entity, str(source_key))
         try:
+            if self._sees_new_commits():
+                rows = self._select("source_key = %s", list(record), lock=key)
+                self._read_under_guard[record] = _link(rows[0]) if rows else None
+            else:
+                self.env.cr.execute("SELECT pg_advisory_lock(%s)", [key])
+                # end the transaction that waited for the lock: its snapshot (REPEATABLE
+                # READ) dates from before the other run stored its link; the re-read must
+                # see that link
+                self._commit()
             yield
         finally:
-            try:
-                cr.execute("SELECT pg_advisory_unlock(%s)", [key])
-            except psycopg2.Error:
-                # an aborted transaction refuses every statement: end it, then unlock (a
-                # session lock survives the rollback)
-                cr.rollback()
-                cr.execute("SELECT pg_advisory_unlock(%s)", [key])
+            self._read_under_guard.pop(record, None)
+            self._unlock(key)
+
+    def _unlock(self, key):
+        """Release a guard's lock (unlocking one not taken -- its statement failed -- only
+        makes PostgreSQL warn)."""
+        cr = self.env.cr
+        try:
+            cr.execute("SELECT pg_advisory_unlock(%s)", [key])
+        except psycopg2.Error:
+            # an aborted transaction refuses every statement: end it, then unlock (a session
+            # lock survives the rollback)
+            cr.rollback()
+            cr.execute("SELECT pg_advisory_unlock(%s)", [key])
 
     def _sees_new_commits(self):
         """Whether each statement of the cursor sees what others committed before it (READ

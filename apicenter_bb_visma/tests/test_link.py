@@ -118,8 +118,10 @@ class TestGuardAcrossConnections(TransactionCase):
         seen = {}
 
         def second_run():
+            queries = second.queries
             with second.guard("customer", "D-1"):
                 seen["link"] = second.get("customer", "D-1")
+                seen["queries"] = second.queries - queries
 
         with first.guard("customer", "D-1"):
             waiting = threading.Thread(target=second_run)
@@ -130,6 +132,7 @@ class TestGuardAcrossConnections(TransactionCase):
         waiting.join(timeout=30)
         self.assertFalse(waiting.is_alive())
         self.assertEqual(seen["link"].target_key, "V-1", "the second run sees the new link")
+        self.assertEqual(seen["queries"], 1, "the lock and the re-read in one round trip")
         self.assertEqual(len(first_commits), 1, "the put is committed at once")
         self.assertEqual(second_commits, [], "READ COMMITTED: no commit to refresh a snapshot")
 
