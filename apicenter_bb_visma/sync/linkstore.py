@@ -29,7 +29,9 @@ a crashed worker's connection takes it along.
 
 Round trips are what a written record costs here (each one a wait for PostgreSQL, longer on a
 busy machine): the guard takes its lock and reads the link in one (the engine's re-read), the
-put is one more, its commit one, the unlock one.
+put is one more, its commit one, and the unlock two (psycopg2 sends a BEGIN before it: the
+commit ended the transaction). The commit also waits for its WAL flush, the price of a link
+that survives a crash.
 """
 
 import contextlib
@@ -41,6 +43,7 @@ from psycopg2.extras import Json
 from bbvisma.linkstore import Link, LinkStore
 
 _COLUMNS = "entity, source_key, target_key, content_hash, last_sync, meta"
+#: "the guard read nothing for this record" (None is a read: no link)
 _UNREAD = object()
 
 

@@ -290,10 +290,10 @@ class OdooRunSink:
         return (
             fields.Datetime.now(),
             getattr(result, "entity", None) or "record",
-            _text(getattr(result, "source_key", None)) or None,
-            _text(getattr(result, "target_key", None)) or None,
+            _text(getattr(result, "source_key", None)),
+            _text(getattr(result, "target_key", None)),
             action,
-            _text(getattr(result, "cause_key", None)) or None,
+            _text(getattr(result, "cause_key", None)),
             self._redactor.redact_text(message) if message else None,
             payload(getattr(result, "source", None)),
             payload(getattr(result, "payload", None)),
@@ -327,7 +327,8 @@ def payload_text(value, redactor):
 
 
 def _text(value):
-    return False if value is None or value == "" else str(value)
+    """A column's text, or None (SQL NULL) for no value."""
+    return None if value is None or value == "" else str(value)
 
 
 def _as_dict(value):
