@@ -17,6 +17,10 @@ What is measured, per run:
                every link read and write (each put is committed at once, by design), the
                per-batch commits, the chatter summary -- the Odoo layer's whole cost
 ``queries``    SQL statements sent by Odoo during the run (``odoo.sql_db.sql_counter``)
+``link_commit_s``  of ``odoo_s``: waiting for the commits of the link puts -- each one a WAL
+               flush to disk, the floor of a written record's cost on this machine
+``odoo_cpu_ms_per_record``  the Odoo side in CPU time of the run's thread (``thread_time``),
+               which other processes on a shared machine do not inflate
 
 Connection: ``ODOO_DB_HOST`` (127.0.0.1), ``ODOO_DB_PORT`` (5432), ``ODOO_DB_USER`` (the
 current user), ``ODOO_DB_PASSWORD``, ``ODOO_ADDONS_PATH`` (default: Odoo's ``addons`` folder and
@@ -70,13 +74,31 @@ def _start_odoo(db: str) -> Any:
     return Registry(db)
 
 
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, replacement: Any) -> Iterator[None]:
+    """``owner.name`` is ``replacement`` inside the block."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _now() -> tuple[float, float]:
+    """Wall and CPU clock (of this thread: the run's) at once."""
+    return time.perf_counter(), time.thread_time()
+
+
 class _Timers:
-    """Wall time spent in wrapped callables, keyed by name. Keys ``group.method`` share a
-    group: a call made from inside another call of the same group (``get`` calls
-    ``get_many``) is not counted twice."""
+    """Wall and CPU time spent in wrapped callables, keyed by name. Keys ``group.method``
+    share a group: a call made from inside another call of the same group (``get`` calls
+    ``get_many``) is not counted twice. CPU time is the run thread's own: on a shared machine
+    it is not inflated by other processes, nor does it include PostgreSQL's work."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self._depth = threading.local()
 
     def wrap(self, owner: Any, name: str, key: str) -> contextlib.AbstractContextManager:
@@ -87,24 +109,35 @@ class _Timers:
         def timed(*args, **kw):
             depth = getattr(timers._depth, group, 0)
             setattr(timers._depth, group, depth + 1)
-            started = time.perf_counter()
+            started = _now()
             try:
                 return original(*args, **kw)
             finally:
                 setattr(timers._depth, group, depth)
                 if depth == 0:
-                    spent = time.perf_counter() - started
-                    timers.seconds[key] = timers.seconds.get(key, 0.0) + spent
+                    timers.add(key, started)
 
-        @contextlib.contextmanager
-        def patched() -> Iterator[None]:
-            setattr(owner, name, timed)
+        return _patched(owner, name, timed)
+
+    def wrap_within(
+        self, owner: Any, name: str, key: str, caller_group: str
+    ) -> contextlib.AbstractContextManager:
+        """Like :meth:`wrap`, but only calls made from inside a wrapped call of
+        ``caller_group`` are counted (the run cursor's commits of link puts, not those of the
+        document cache)."""
+        original = getattr(owner, name)
+        timers = self
+
+        def timed(*args, **kw):
+            if not getattr(timers._depth, caller_group, 0):
+                return original(*args, **kw)
+            started = _now()
             try:
-                yield
+                return original(*args, **kw)
             finally:
-                setattr(owner, name, original)
+                timers.add(key, started)
 
-        return patched()
+        return _patched(owner, name, timed)
 
     def wrap_context(self, owner: Any, name: str, key: str) -> contextlib.AbstractContextManager:
         """Like :meth:`wrap` for a method returning a context manager (the link store's
@@ -115,37 +148,33 @@ class _Timers:
         @contextlib.contextmanager
         def timed(*args, **kw):
             manager = original(*args, **kw)
-            started = time.perf_counter()
+            started = _now()
             manager.__enter__()
-            timers.add(key, time.perf_counter() - started)
+            timers.add(key, started)
             try:
                 yield
             except BaseException as exc:
-                started = time.perf_counter()
+                started = _now()
                 suppress = manager.__exit__(type(exc), exc, exc.__traceback__)
-                timers.add(key, time.perf_counter() - started)
+                timers.add(key, started)
                 if not suppress:
                     raise
             else:
-                started = time.perf_counter()
+                started = _now()
                 manager.__exit__(None, None, None)
-                timers.add(key, time.perf_counter() - started)
+                timers.add(key, started)
 
-        @contextlib.contextmanager
-        def patched() -> Iterator[None]:
-            setattr(owner, name, timed)
-            try:
-                yield
-            finally:
-                setattr(owner, name, original)
+        return _patched(owner, name, timed)
 
-        return patched()
-
-    def add(self, key: str, seconds: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+    def add(self, key: str, started: tuple[float, float]) -> None:
+        """Count the time since ``started`` (a :func:`_now`) under ``key``."""
+        wall, cpu = _now()
+        self.seconds[key] = self.seconds.get(key, 0.0) + wall - started[0]
+        self.cpu[key] = self.cpu.get(key, 0.0) + cpu - started[1]
 
     def reset(self) -> None:
         self.seconds.clear()
+        self.cpu.clear()
 
 
 def odoo_runs(db: str, ns: list[int], flows: list[str]) -> tuple[list[dict[str, Any]], str | None]:
@@ -164,7 +193,10 @@ def odoo_runs(db: str, ns: list[int], flows: list[str]) -> tuple[list[dict[str, 
     note = (
         f"Database {db}; Odoo {_odoo_version()}; PostgreSQL on "
         f"{os.environ.get('ODOO_DB_HOST', '127.0.0.1')}. Each link put is committed at once "
-        "(the engine's contract); log lines are inserted 200 at a time."
+        "(the engine's contract): a written record waits for one WAL flush, shown apart as "
+        "'link commits'; log lines are inserted 200 at a time. 'Odoo-side CPU' is the run "
+        "thread's CPU time on the Odoo side: not inflated by other processes on a shared "
+        "machine, but without PostgreSQL's own work."
     )
     return rows, note
 
@@ -251,7 +283,8 @@ def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str
         timers.wrap(Flow, "run", "engine"),
         timers.wrap(OdooRunSink, "record", "sink.record"),
         timers.wrap(OdooRunSink, "batch_done", "sink.batch_done"),
-        timers.wrap(OdooRunSink, "commit", "commit.link"),
+        # the durable commit of each link put (the WAL flush a created record waits for)
+        timers.wrap_within(OdooRunSink, "commit", "commit.link", "links"),
         timers.wrap(OdooLinkStore, "get_many", "links.get_many"),
         timers.wrap(OdooLinkStore, "get", "links.get"),
         timers.wrap(OdooLinkStore, "put", "links.put"),
@@ -289,9 +322,9 @@ def _one_run(
         env = api.Environment(cr, SUPERUSER_ID, {})
         flow = env["apicenter.flow"].browse(flow_id)
         queries = odoo.sql_db.sql_counter
-        started = time.perf_counter()
+        started = _now()
         run = flow._run()
-        wall = time.perf_counter() - started
+        wall, cpu = (now - then for now, then in zip(_now(), started, strict=True))
         queries = odoo.sql_db.sql_counter - queries
         cr.commit()
         run = run.with_env(env)
@@ -309,6 +342,8 @@ def _one_run(
     inside = sink + links
     engine = max(0.0, timers.seconds.get("engine", 0.0) - inside)
     odoo_s = wall - engine
+    inside_cpu = sum(v for k, v in timers.cpu.items() if k.startswith(("links.", "sink.")))
+    odoo_cpu = cpu - max(0.0, timers.cpu.get("engine", 0.0) - inside_cpu)
     row = {
         "flow": flow_type,
         "n": n,
@@ -327,7 +362,13 @@ def _one_run(
             k.split(".", 1)[1]: v for k, v in timers.seconds.items() if k.startswith("links.")
         },
         "link_commit_s": timers.seconds.get("commit.link", 0.0),
+        "link_commit_ms_per_record": (
+            1000.0 * timers.seconds.get("commit.link", 0.0) / records if records else None
+        ),
         "odoo_ms_per_record": 1000.0 * odoo_s / records if records else None,
+        # the same in CPU time of the run's thread: the Odoo layer's own work, not inflated by
+        # other processes on a shared machine (PostgreSQL's work and the waits are left out)
+        "odoo_cpu_ms_per_record": 1000.0 * odoo_cpu / records if records else None,
         # what grows with the records (log lines, links) vs what a run costs once (context,
         # run record, chatter summary, per-batch bookkeeping outside the sink)
         "per_record_ms": 1000.0 * inside / records if records else None,

@@ -70,7 +70,9 @@ def targets(result: BenchResult) -> list[tuple[bool, str]]:
                 f"Odoo-side overhead, {row['flow']} N={row['n']} {row['label']}: "
                 f"{_f(ms, 2)} ms/record "
                 f"(target < {ODOO_MS_TARGET} ms); of it {_f(marginal, 2)} ms per record in the "
-                f"sink and link store, {_f(row.get('fixed_s'), 2)} s once per run",
+                f"sink and link store ({_f(row.get('link_commit_ms_per_record'), 2)} ms waiting "
+                f"for the link commits), {_f(row.get('fixed_s'), 2)} s once per run; CPU "
+                f"{_f(row.get('odoo_cpu_ms_per_record'), 2)} ms/record",
             )
         )
     if result.odoo_note and not result.odoo:
@@ -260,8 +262,8 @@ def odoo_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| flow | N | run | records | outcome | wall s | engine s (simulators s) | "
         "Odoo side s | of it per run s | Odoo-side ms/record | of it per record ms | "
-        "SQL queries/record |",
-        "|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|",
+        "of it link commits ms/record | Odoo-side CPU ms/record | SQL queries/record |",
+        "|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -269,6 +271,8 @@ def odoo_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{_counts(r['counts'])} | {_f(r['wall_s'], 2)} | {_f(r['engine_s'], 2)} "
             f"({_f(r['sim_s'], 2)}) | {_f(r['odoo_s'], 2)} | {_f(r.get('fixed_s'), 2)} | "
             f"{_f(r['odoo_ms_per_record'], 3)} | {_f(r.get('per_record_ms'), 3)} | "
+            f"{_f(r.get('link_commit_ms_per_record'), 3)} | "
+            f"{_f(r.get('odoo_cpu_ms_per_record'), 3)} | "
             f"{_f(r.get('queries_per_record'), 1)} |"
         )
     return lines

@@ -198,6 +198,59 @@ def test_an_unexpected_exception_quoting_a_secret_is_redacted_in_result_and_log(
 # --------------------------------------------------------------------------------------------
 # TLS
 # --------------------------------------------------------------------------------------------
+# Redacted JSON text (what the Odoo log stores)
+# --------------------------------------------------------------------------------------------
+QUOTED_SECRET = 'pa"ss\\word-Kq7'  # JSON text escapes its quote and backslash
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"name": "Fjord Handel AS", "lines": [{"sku": "A-1", "qty": 2.5}], "ok": True},
+        {"note": f"sent with {SECRETS['api_key']} by mistake", "n": [1, None]},
+        [{"headers": {"Authorization": "Bearer abc"}}, "plain"],
+        {"auth": {"TOKEN": {"nested": ["x", 1]}, "client_secret": 12345}},
+        {"deep": [[{"x": f"..{SECRETS['client_secret']}.."}]]},
+        {"text": f"quoted {QUOTED_SECRET} inside"},
+        {"type": "token", "value": "not a secret key, only a value"},
+        ("a", {"b": "c"}),
+    ],
+    ids=[
+        "clean",
+        "secret-value",
+        "secret-key-any-case",
+        "secret-key-holding-a-dict-and-a-number",
+        "secret-deep-down",
+        "secret-json-escapes",
+        "secret-key-as-a-value",
+        "tuple",
+    ],
+)
+def test_json_text_is_exactly_the_redacted_value_as_json(value):
+    redactor = Redactor([*SECRETS.values(), QUOTED_SECRET])
+    text = redactor.json_text(value)
+    assert text == json.dumps(redactor.redact(value), default=str, ensure_ascii=False)
+    assert not _leaks(text, [*SECRETS.values(), QUOTED_SECRET, json.dumps(QUOTED_SECRET)[1:-1]])
+    assert "Bearer abc" not in text
+
+
+def test_json_text_of_a_payload_without_secrets_is_written_once_without_a_copy():
+    class Counting(Redactor):
+        copies = 0
+
+        def redact(self, value):
+            type(self).copies += 1
+            return super().redact(value)
+
+    redactor = Counting(SECRETS.values())
+    payload = {"number": "10001", "lines": [{"sku": f"SKU-{n}", "qty": n} for n in range(50)]}
+    assert redactor.json_text(payload) == json.dumps(payload, ensure_ascii=False)
+    assert Counting.copies == 0
+    redactor.json_text({"password": "x"})
+    assert Counting.copies > 0, "a secret key takes the copying path"
+
+
+# --------------------------------------------------------------------------------------------
 def _no_verify_context() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.check_hostname = False

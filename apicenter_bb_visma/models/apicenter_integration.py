@@ -5,12 +5,13 @@ It holds the credentials (readable by the Integration Manager group only), build
 clients of the pure core in one place (:meth:`_get_client`), and purges old runs and logs.
 """
 
-import json
 import logging
 from datetime import timedelta
 
 from odoo import api, fields, models, modules
 from odoo.exceptions import AccessError, UserError, ValidationError
+
+from ..sync.sink import payload_text
 
 _logger = logging.getLogger(__name__)
 
@@ -282,13 +283,8 @@ class ApicenterIntegration(models.Model):
         return self._redactor().redact_text(text or "")
 
     def _redact_payload(self, value, redactor=None):
-        """Return ``value`` as redacted JSON text (or None), ready for a log line's Text field."""
-        if value is None or value == "":
-            return False
-        redactor = redactor or self._redactor()
-        if isinstance(value, str):
-            return redactor.redact_text(value)
-        return json.dumps(redactor.redact(value), default=str, ensure_ascii=False, indent=1)
+        """Return ``value`` as redacted JSON text (or False), ready for a log line's Text field."""
+        return payload_text(value, redactor or self._redactor())
 
     # -- retention ----------------------------------------------------------------------------
     @api.model

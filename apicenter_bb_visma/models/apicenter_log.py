@@ -3,9 +3,16 @@
 
 Written by :class:`~odoo.addons.apicenter_bb_visma.sync.sink.OdooRunSink` through its own
 cursor; payloads arrive redacted from the core and are redacted again before they are stored.
+They are stored as compact JSON, which a run writes many times faster than indented JSON; the
+form shows them indented (the ``*_display`` fields), a cost paid only when a line is opened.
 """
 
-from odoo import fields, models
+import json
+
+from odoo import api, fields, models
+
+#: the stored payload fields, each shown indented by the field of the same name + "_display"
+PAYLOAD_FIELDS = ("source_payload", "request_payload", "response_payload", "exchanges")
 
 LOG_ACTIONS = [
     ("create", "Create"),
@@ -41,3 +48,23 @@ class ApicenterLog(models.Model):
     exchanges = fields.Text(string="HTTP Exchanges", readonly=True)
     duration_ms = fields.Integer(string="Duration (ms)", readonly=True)
     dry_run = fields.Boolean(readonly=True)
+    source_payload_display = fields.Text(string="Source", compute="_compute_payload_display")
+    request_payload_display = fields.Text(string="Request", compute="_compute_payload_display")
+    response_payload_display = fields.Text(string="Response", compute="_compute_payload_display")
+    exchanges_display = fields.Text(string="HTTP Exchanges", compute="_compute_payload_display")
+
+    @api.depends(*PAYLOAD_FIELDS)
+    def _compute_payload_display(self):
+        for line in self:
+            for name in PAYLOAD_FIELDS:
+                line[f"{name}_display"] = _indented(line[name])
+
+
+def _indented(text):
+    """JSON text indented for reading; any other text (or none) as it is."""
+    if not text:
+        return text
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, indent=1)
+    except ValueError:
+        return text

@@ -42,7 +42,14 @@ from bbvisma.engine import SourceItem
 from bbvisma.errors import BBVismaError, PreconditionFailed, TransientError
 
 from .context import build_flow_context, load_flow_class
-from .sink import ACTION_COUNTERS, FlowBusy, OdooRunSink, run_lock_key
+from .sink import (
+    ACTION_COUNTERS,
+    FlowBusy,
+    OdooRunSink,
+    close_run_cursor,
+    open_run_cursor,
+    run_lock_key,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -112,13 +119,13 @@ class AttachedRunSink(OdooRunSink):
     @classmethod
     def attach(cls, run, lock=False):
         flow = run.flow_id
-        log_cr = flow.env.registry.cursor()
+        log_cr = open_run_cursor(flow.env.registry.cursor)
         key = None
         if lock:
             key = run_lock_key(flow.integration_id.id, flow.flow_type)
             log_cr.execute("SELECT pg_try_advisory_lock(%s)", [key])
             if not log_cr.fetchone()[0]:
-                log_cr.close()
+                close_run_cursor(log_cr)
                 raise FlowBusy(
                     flow.env._(
                         "A %(type)s flow of %(integration)s is running already.",
@@ -142,11 +149,7 @@ class AttachedRunSink(OdooRunSink):
             self._flush()
             self._cr.commit()  # pylint: disable=invalid-commit
         finally:
-            try:
-                if self._lock_key is not None:
-                    self._cr.execute("SELECT pg_advisory_unlock(%s)", [self._lock_key])
-            finally:
-                self._cr.close()
+            close_run_cursor(self._cr, self._lock_key)
 
 
 class BatchSink(AttachedRunSink):

@@ -5,9 +5,18 @@ Why a separate cursor: a run can fail half-way and its transaction (the watermar
 the flow wrote in Odoo) is then rolled back -- but the log of what happened, and the run's
 summary, must stay, or the failure leaves no trace. So the run row, its log lines, its chatter
 summary and the links (see linkstore.py) are written through a cursor of their own, the "run
-cursor", committed after every batch (links: after every put), the way
-``delivery.carrier.log_xml`` does it. The main transaction carries the watermark and is
-committed once per batch -- except in tests, where only the test may end it.
+cursor", committed after every batch (log lines: also every ``FLUSH_EVERY`` lines; links and
+parsed documents: after every put), the way ``delivery.carrier.log_xml`` does it. The main
+transaction carries the watermark and is committed once per batch -- except in tests, where
+only the test may end it.
+
+The run cursor is READ COMMITTED (:func:`open_run_cursor`), not Odoo's REPEATABLE READ: the
+link store's guard must see the link another run committed while it waited for the lock, and
+under REPEATABLE READ only a commit would refresh the snapshot -- one more commit per record.
+The run cursor needs no snapshot isolation: it inserts log lines, upserts links and documents
+(an upsert cannot conflict under either level) and writes rows of its own run (the run, its
+batch), which no one else writes meanwhile. The level is set back before the connection
+returns to Odoo's pool.
 
 Lock discipline (two cursors, one thread, so a lock wait would never end): the main
 transaction never writes run, log or link rows; the run cursor never writes flow or
@@ -16,10 +25,11 @@ update does not conflict with).
 """
 
 import hashlib
-import json
 import time
 
-from odoo import fields, modules
+from psycopg2.extensions import ISOLATION_LEVEL_READ_COMMITTED, ISOLATION_LEVEL_REPEATABLE_READ
+
+from odoo import fields, modules, sql_db
 from odoo.exceptions import UserError
 
 ACTION_COUNTERS = {
@@ -29,6 +39,26 @@ ACTION_COUNTERS = {
     "park": "parked_count",
     "error": "failed_count",
 }
+
+
+#: a log line's own columns, in the order of ``OdooRunSink._log_values``
+LOG_COLUMNS = (
+    "date",
+    "entity",
+    "source_key",
+    "target_key",
+    "action",
+    "cause_key",
+    "message",
+    "source_payload",
+    "request_payload",
+    "response_payload",
+    "exchanges",
+    "duration_ms",
+    "dry_run",
+)
+#: the columns every log line of a run shares (``OdooRunSink._run_values``)
+RUN_COLUMNS = ("run_id", "flow_id", "integration_id", "company_id", "create_uid", "write_uid")
 
 
 class FlowBusy(UserError):
@@ -43,6 +73,31 @@ def run_lock_key(integration_id, flow_type):
     """
     digest = hashlib.sha256(f"apicenter_bb_visma:{integration_id}:{flow_type}".encode())
     return int.from_bytes(digest.digest()[:8], "big", signed=True)
+
+
+def open_run_cursor(cursor_factory):
+    """A new run cursor from ``cursor_factory``, READ COMMITTED when it is a connection of its
+    own (a test cursor shares the test's transaction and keeps its level)."""
+    cr = cursor_factory()
+    if isinstance(cr, sql_db.Cursor):
+        # before the cursor's first statement: psycopg2 sends the level with each BEGIN
+        cr.connection.set_isolation_level(ISOLATION_LEVEL_READ_COMMITTED)
+    return cr
+
+
+def close_run_cursor(cr, lock_key=None):
+    """Release the run's session lock ``lock_key`` (if any) and close the run cursor, its
+    connection set back to Odoo's REPEATABLE READ (what it had when it left the pool)."""
+    try:
+        if lock_key is not None:
+            cr.execute("SELECT pg_advisory_unlock(%s)", [lock_key])
+    finally:
+        try:
+            if isinstance(cr, sql_db.Cursor):
+                cr.rollback()  # a level can only be set outside a transaction
+                cr.connection.set_isolation_level(ISOLATION_LEVEL_REPEATABLE_READ)
+        finally:
+            cr.close()
 
 
 def _value(action):
@@ -71,7 +126,17 @@ class OdooRunSink:
         #: cause key of the record that aborted the run (AuthError/ConfigError), if any
         self.abort_cause = None
         self._redactor = flow.integration_id._redactor()
+        #: queued log lines, each the values of ``LOG_COLUMNS``
         self._pending = []
+        integration = flow.integration_id
+        self._run_values = (
+            run_id,
+            flow.id,
+            integration.id,
+            integration.company_id.id,
+            self.env.uid,
+            self.env.uid,
+        )
         self._started = time.monotonic()
         self.counts = dict.fromkeys(ACTION_COUNTERS.values(), 0)
         self.closed = False
@@ -84,7 +149,7 @@ class OdooRunSink:
         new connection in production, a test cursor when a test put the registry in test mode).
         """
         flow.ensure_one()
-        log_cr = (cursor_factory or flow.env.registry.cursor)()
+        log_cr = open_run_cursor(cursor_factory or flow.env.registry.cursor)
         key = run_lock_key(flow.integration_id.id, flow.flow_type)
         try:
             # a session lock of the run cursor: it outlives the per-batch commits, and a
@@ -117,10 +182,9 @@ class OdooRunSink:
             log_cr.commit()  # pylint: disable=invalid-commit
         except Exception:
             try:
-                log_cr.rollback()
-                log_cr.execute("SELECT pg_advisory_unlock(%s)", [key])  # if we hold it
+                log_cr.rollback()  # an aborted transaction would refuse the unlock
             finally:
-                log_cr.close()
+                close_run_cursor(log_cr, key)  # unlocks it if we hold it
             raise
         return cls(flow, run.id, log_cr, dry_run=dry_run, lock_key=key)
 
@@ -131,7 +195,7 @@ class OdooRunSink:
         self.counts[ACTION_COUNTERS[action]] += 1
         if getattr(result, "aborted_run", False):
             self.abort_cause = result.cause_key
-        self._pending.append(self._log_vals(result, action))
+        self._pending.append(self._log_values(result, action))
         if len(self._pending) >= self.FLUSH_EVERY:
             self._flush()
 
@@ -175,11 +239,7 @@ class OdooRunSink:
             self._post_summary(run)
             self._cr.commit()  # pylint: disable=invalid-commit
         finally:
-            try:
-                if self._lock_key is not None:
-                    self._cr.execute("SELECT pg_advisory_unlock(%s)", [self._lock_key])
-            finally:
-                self._cr.close()
+            close_run_cursor(self._cr, self._lock_key)
         return self.flow.env["apicenter.run"].browse(self.run_id)
 
     # -- internals ----------------------------------------------------------------------------
@@ -205,43 +265,50 @@ class OdooRunSink:
         run._on_closed()
 
     def _flush(self):
+        """Insert the pending log lines in ONE plain INSERT and commit them.
+
+        Plain SQL rather than ``create``: a log line is final when it is written (no computed
+        field to recompute, no constraint beyond its columns), and the ORM's per-record work
+        cost more than everything else a line needs. The commit empties the cursor's cache,
+        so no ORM reader of this cursor can see a stale list of lines.
+        """
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        self.env["apicenter.log"].create(pending)
+        row = "({}, now() at time zone 'UTC', now() at time zone 'UTC')".format(
+            ", ".join(["%s"] * (len(LOG_COLUMNS) + len(RUN_COLUMNS)))
+        )
+        self._cr.execute(
+            f"INSERT INTO apicenter_log ({', '.join(LOG_COLUMNS + RUN_COLUMNS)}, "  # noqa: S608 - fixed names
+            f"create_date, write_date) VALUES {', '.join([row] * len(pending))}",
+            [value for values in pending for value in (*values, *self._run_values)],
+        )
         self._cr.commit()  # pylint: disable=invalid-commit
 
-    def _log_vals(self, result, action):
-        redact = self._payload
-        return {
-            "run_id": self.run_id,
-            "flow_id": self.flow.id,
-            "integration_id": self.flow.integration_id.id,
-            "entity": getattr(result, "entity", None) or "record",
-            "source_key": _text(getattr(result, "source_key", None)),
-            "target_key": _text(getattr(result, "target_key", None)),
-            "action": action,
-            "cause_key": _text(getattr(result, "cause_key", None)),
-            "message": self._redactor.redact_text(_text(getattr(result, "message", None)) or "")
-            or False,
-            "source_payload": redact(getattr(result, "source", None)),
-            "request_payload": redact(getattr(result, "payload", None)),
-            "response_payload": redact(getattr(result, "response", None)),
-            "exchanges": redact(
-                [_as_dict(exchange) for exchange in getattr(result, "exchanges", None) or ()]
-            ),
-            "duration_ms": int(getattr(result, "duration_ms", None) or 0),
-            "dry_run": bool(getattr(result, "dry_run", self.dry_run)),
-        }
+    def _log_values(self, result, action):
+        """The record's own columns of its log line, in the order of ``LOG_COLUMNS``."""
+        payload = self._payload
+        message = _text(getattr(result, "message", None))
+        return (
+            fields.Datetime.now(),
+            getattr(result, "entity", None) or "record",
+            _text(getattr(result, "source_key", None)),
+            _text(getattr(result, "target_key", None)),
+            action,
+            _text(getattr(result, "cause_key", None)),
+            self._redactor.redact_text(message) if message else None,
+            payload(getattr(result, "source", None)),
+            payload(getattr(result, "payload", None)),
+            payload(getattr(result, "response", None)),
+            payload([_as_dict(exchange) for exchange in getattr(result, "exchanges", None) or ()]),
+            int(getattr(result, "duration_ms", None) or 0),
+            bool(getattr(result, "dry_run", self.dry_run)),
+        )
 
     def _payload(self, value):
-        """Redacted JSON text; the core redacts already, this is defence in depth."""
-        if value is None or value == "" or value == []:
-            return False
-        if isinstance(value, str):
-            return self._redactor.redact_text(value)
-        value = _as_dict(value)
-        return json.dumps(self._redactor.redact(value), default=str, ensure_ascii=False, indent=1)
+        """Redacted compact JSON text, or None; the core redacts already, this is defence in
+        depth (see ``Redactor.json_text``: a payload without secrets is not copied for it)."""
+        return payload_text(value, self._redactor) or None
 
     def _may_commit(self):
         """Commit the main transaction per batch, but never inside a test."""
@@ -250,8 +317,20 @@ class OdooRunSink:
         )
 
 
+def payload_text(value, redactor):
+    """A payload (dict, list, model, text) as the redacted text a log line keeps: compact
+    JSON (see ``Redactor.json_text``; the log form indents it when a line is opened), or
+    False when there is nothing to keep."""
+    if value is None or value == "" or value == []:
+        return False
+    if isinstance(value, str):
+        return redactor.redact_text(value)
+    return redactor.json_text(_as_dict(value))
+
+
 def _text(value):
-    return False if value is None or value == "" else str(value)
+    """A column's text, or None (SQL NULL) for no value."""
+    return None if value is None or value == "" else str(value)
 
 
 def _as_dict(value):

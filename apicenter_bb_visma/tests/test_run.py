@@ -6,6 +6,7 @@ suite; here the point is what the addon does around them: one log line per recor
 state on the run, the summary in the chatter, links and watermark, redaction, setup errors.
 """
 
+import json
 from unittest.mock import patch
 
 from odoo import sql_db
@@ -151,6 +152,20 @@ class TestRun(ApicenterCase):
         for secret in SECRETS.values():
             for text in (log.response_payload, log.source_payload, log.request_payload):
                 self.assertNotIn(secret, text or "")
+
+    def test_payloads_are_stored_compact_and_shown_indented(self):
+        run = self._run([("A", "2026-01-01", {"name": "Alpha", "lines": [{"sku": "S-1"}]})])
+        log = run.log_ids
+        self.assertEqual(json.loads(log.source_payload)["lines"], [{"sku": "S-1"}])
+        self.assertNotIn("\n", log.source_payload, "one line: written by the C encoder")
+        self.assertEqual(
+            log.source_payload_display,
+            json.dumps(json.loads(log.source_payload), ensure_ascii=False, indent=1),
+        )
+        self.assertIn('\n "name": "Alpha"', log.source_payload_display)
+        log_form = self.env.ref("apicenter_bb_visma.apicenter_log_view_form").arch
+        self.assertIn('name="source_payload_display"', log_form)
+        self.assertNotIn('name="source_payload"', log_form)
 
     def test_authentication_error_aborts_the_run_and_pauses_the_integration(self):
         self.integration.action_activate()
