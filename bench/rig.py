@@ -362,6 +362,7 @@ def make_rig(
     visma_max_attempts: int = 4,
     secrets: dict[str, str] | None = None,
     indexed: bool = False,
+    clock_start: float | None = None,
 ) -> Rig:
     """Simulators seeded with ``debtor_count`` generated debtors and ``receipt_count`` outgoing
     receipts (e-invoices over a pool of ``pool_size`` products, default: as many as receipts,
@@ -370,8 +371,11 @@ def make_rig(
     ``secrets`` replaces the seeds' credentials: ``api_client``, ``api_secret``, ``api_key``
     (BuchhaltungsButler), ``client_secret`` (Visma.net) -- e.g. distinctive values to grep for.
     ``indexed`` uses :class:`~bench.fastsim.IndexedVismaSimulator` (benchmark sizes).
+    ``clock_start`` (epoch seconds) starts the FakeClock there instead of its fixed default:
+    the Odoo bench starts it at wall time, so the creation times Visma.net reports agree with
+    the integration's creation (the orders' ``documents_since``), as they would on a tenant.
     """
-    clock = FakeClock()
+    clock = FakeClock() if clock_start is None else FakeClock(clock_start)
     section = _bb_section(secrets)
     api_key = section["companies"][0]["api_key"]
     bb_sim = BBSimulator(clock=clock, quota_per_minute=bb_quota)
