@@ -103,7 +103,8 @@ class PricesFlow(Flow):
         #: receipts whose buyer's class is unknown: not sent by the orders flow / customer gone
         self.unclassified = {"not_sent_by_orders_flow": 0, "customer_not_in_visma": 0}
         self._records: dict[str, PriceRecord] | None = None
-        self._items: dict[str, dict[str, Any]] | None = None
+        #: inventory number -> its defaultPrice, read once per run (None: not read yet)
+        self._items: dict[str, Any] | None = None
         self._customers: dict[str, str | None] | None = None
         self._price_list: dict[tuple[str, str], dict[str, Any]] | None = None
 
@@ -111,10 +112,10 @@ class PricesFlow(Flow):
         return setting(self.ctx, self.SETTINGS_DEFAULTS, key)
 
     # -- Visma.net reads (once per run) ---------------------------------------------------------
-    def items(self) -> dict[str, dict[str, Any]]:
+    def items(self) -> dict[str, Any]:
         """``GET /v1/inventory`` (paged), once per run: which items exist, their price."""
         if self._items is None:
-            self._items = inventory_by_number(self.ctx)
+            self._items = inventory_by_number(self.ctx, lambda item: item.get("defaultPrice"))
         return self._items
 
     def customer_classes(self) -> dict[str, str | None]:
@@ -265,14 +266,14 @@ class PricesFlow(Flow):
         record: PriceRecord = item.data
         if record.price_class is not None:
             return {"written": False, "gap": True}  # nothing to write: see process()
-        current = self.items()[record.sku].get("defaultPrice")
+        current = self.items()[record.sku]
         wanted = payload.get("defaultPrice")
         if wanted is None or (
             current is not None and Decimal(str(current)) == Decimal(str(wanted))
         ):
             return {"written": False, "defaultPrice": current}
         self.ctx.visma.update_inventory(record.sku, payload)
-        self.items()[record.sku]["defaultPrice"] = wanted
+        self.items()[record.sku] = wanted
         return {"written": True, "defaultPrice": wanted, "was": current}
 
     def process(self, item: SourceItem) -> RecordResult:
