@@ -37,7 +37,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from bbvisma.buchhaltungsbutler.models import Receipt
 from bbvisma.errors import ConfigError, UnsupportedDocument
@@ -46,6 +46,7 @@ from bbvisma.records import Classification, Document, DocumentLine, Product
 __all__ = [
     "GTIN_SCHEMES",
     "addressable",
+    "DocumentPrices",
     "DocumentStats",
     "PriceBook",
     "PricePoint",
@@ -522,7 +523,7 @@ def _plain(value: Decimal) -> str:
 # --------------------------------------------------------------------------------------------
 # Stock
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class StockPosition:
     """The derived quantity of one SKU and where it comes from."""
 
@@ -641,7 +642,7 @@ class StockLedger:
 # --------------------------------------------------------------------------------------------
 # Prices
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class PricePoint:
     """The newest price one group paid for one SKU."""
 
@@ -666,6 +667,31 @@ class PricePoint:
         }
 
 
+class DocumentPrices(NamedTuple):
+    """What the :class:`PriceBook` needs of one invoice: a few values instead of the whole
+    document, so a flow can hold a chunk of them while it finds out who bought (the prices
+    flow looks the buyers of 200 receipts up at once)."""
+
+    #: :func:`document_key` (issue date and receipt id are in it)
+    key: tuple
+    currency: str
+    number: str
+    #: :func:`sku_prices`
+    prices: dict[str, Decimal]
+
+    @classmethod
+    def of(cls, receipt_id: str, document: Document) -> DocumentPrices | None:
+        """The prices of ``document``; ``None`` for a credit note (it sets no price)."""
+        if document.is_credit_note:
+            return None
+        return cls(
+            document_key(document, receipt_id),
+            (document.currency or "").upper(),
+            document.number,
+            sku_prices(document),
+        )
+
+
 class PriceBook:
     """Newest unit price per (SKU, price class) from outgoing invoices (the price each group
     actually paid). Credit notes set no price. Every currency is kept: a class price is
@@ -677,20 +703,16 @@ class PriceBook:
         self.by_class: dict[tuple[str, str], PricePoint] = {}
 
     def add(self, receipt_id: str, document: Document, price_class: str | None) -> None:
-        if document.is_credit_note or not price_class:
+        self.add_prices(DocumentPrices.of(receipt_id, document), price_class)
+
+    def add_prices(self, prices: DocumentPrices | None, price_class: str | None) -> None:
+        """Take the prices of one invoice (``None``: a credit note) paid by ``price_class``."""
+        if prices is None or not price_class:
             return
-        key = document_key(document, receipt_id)
-        currency = (document.currency or "").upper()
-        for sku, price in sku_prices(document).items():
+        key = prices.key
+        for sku, price in prices.prices.items():
             old = self.by_class.get((sku, price_class))
             if old is None or key > old.key:
                 self.by_class[(sku, price_class)] = PricePoint(
-                    sku,
-                    price_class,
-                    price,
-                    currency,
-                    document.issue_date,
-                    receipt_id,
-                    document.number,
-                    key,
+                    sku, price_class, price, prices.currency, key[0], key[2], prices.number, key
                 )
