@@ -22,7 +22,7 @@ from derived_fixtures import (
 from flow_fixtures import make_rig
 
 from bbvisma.engine import Action, SourceItem
-from bbvisma.errors import DataError
+from bbvisma.errors import DataError, NotFound
 from bbvisma.flows.defaults import default_mapping
 from bbvisma.flows.derived import PriceBook
 from bbvisma.flows.orders import OrdersFlow
@@ -119,8 +119,8 @@ def test_missing_product_parks_before_anything_else(sold_rig):
 
 def test_check_order_is_product_then_price_class(sold_rig):
     flow = prices_flow(sold_rig)
-    product = flow.records()["TB100A4"].product
-    unknown_class = PriceRecord("TB100A4", "VIP", product, flow.records()["TB100A4@HAENDLER"].point)
+    product = flow.record("TB100A4").product
+    unknown_class = PriceRecord("TB100A4", "VIP", product, flow.record("TB100A4@HAENDLER").point)
     with pytest.raises(DataError) as caught:
         flow.build(SourceItem(unknown_class.key, None, unknown_class), None)
     assert caught.value.cause_key == "data:unknown_price_class:VIP"
@@ -128,6 +128,18 @@ def test_check_order_is_product_then_price_class(sold_rig):
     with pytest.raises(DataError) as caught:
         flow.build(SourceItem(missing.key, None, missing), None)
     assert caught.value.cause_key == "data:missing_item:NOPE"  # the product is checked first
+
+
+def test_a_record_fetched_by_its_key_is_the_record_the_run_reads(sold_rig):
+    """Records are built on demand (never kept); a replay fetches one by its key, base
+    (``SKU``) or class (``SKU@class``), and must get the same record the run read."""
+    flow = prices_flow(sold_rig)
+    records = list(flow.records())
+    assert {r.price_class for r in records} >= {None, "HAENDLER", "STANDARD"}
+    for record in records:
+        assert flow.fetch_item(record.key).data == record
+    with pytest.raises(NotFound):
+        flow.fetch_item("TB100A4@VIP")
 
 
 def test_class_price_equal_to_visma_price_list_is_a_quiet_skip(sold_rig):

@@ -372,6 +372,59 @@ def test_catalog_classifications_and_gtin_come_along():
     assert ("HS", "15092000") in {(c.list_id, c.code) for c in joio.classifications}
 
 
+def test_catalog_groups_variants_anew_when_documents_come_after_the_products_were_read():
+    """Products are built on demand from the catalog's entries: a document added after a first
+    pass must still group its variants, and notes must not pile up over passes."""
+    both = shirt_documents(material_blue="Polyester")  # not groupable: material differs
+    red, blue = both.lines
+    catalog = ProductCatalog(variant_dimensions="Farbe", base_pattern=r"^(?P<base>[^-]+)-.+$")
+    catalog.add("1", document(both, [red], number="V-1", issue_date=dt.date(2025, 5, 1)))
+    assert [p.base_sku for p in catalog.products()] == [None]
+    catalog.add("2", document(both, [blue], number="V-2", issue_date=dt.date(2025, 5, 2)))
+    assert {p.sku: p.base_sku for p in catalog.products()} == {
+        "TSHIRT-BLAU": None,
+        "TSHIRT-ROT": None,
+    }
+    list(catalog.products())
+    [note] = catalog.notes_of("TSHIRT-ROT")
+    assert "differ in characteristics other than the variant dimensions" in note
+    # a newer blue shirt of the same material: now they are variants of TSHIRT
+    same = line(blue, sku="TSHIRT-BLAU", characteristics={"Farbe": "Blau", "Material": "Baumwolle"})
+    catalog.add("3", document(both, [same], number="V-3", issue_date=dt.date(2025, 5, 3)))
+    products = {p.sku: p for p in catalog.products()}
+    assert products["TSHIRT-BLAU"].base_sku == products["TSHIRT-ROT"].base_sku == "TSHIRT"
+    assert products["TSHIRT-BLAU"].variant_attributes == {"Farbe": "Blau"}
+    assert catalog.product("TSHIRT-ROT").variant_attributes == {"Farbe": "Rot"}
+    assert catalog.notes_of("TSHIRT-ROT") == []
+
+
+def test_catalog_keeps_each_vat_rate_and_unit_as_its_document_writes_it():
+    """SKUs share one object per unit and VAT value; 19 and 19.00 are equal numbers but
+    different values to send, so they must not be shared."""
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    template = ubl.lines[0]
+    catalog = ProductCatalog()
+    catalog.add(
+        "1",
+        document(
+            ubl,
+            [
+                line(template, sku="A", vat_rate=Decimal("19"), unit_code="C62"),
+                line(template, sku="B", vat_rate=Decimal("19.00"), unit_code="C62"),
+                line(template, sku="C", vat_rate=Decimal("19"), unit_code="H87"),
+            ],
+            number="1",
+            issue_date=dt.date(2025, 1, 1),
+        ),
+    )
+    dumped = {p.sku: p.to_mapping_dict() for p in catalog.products()}
+    assert {sku: (d["vat_rate"], d["unit_code"]) for sku, d in dumped.items()} == {
+        "A": ("19", "C62"),
+        "B": ("19.00", "C62"),
+        "C": ("19", "H87"),
+    }
+
+
 def _newer_tb100a4(price: str = "11.90"):
     base = reference("einvoices/zugferd-pdf/zugferd_2p0_EN16931_SEPA_Prenotification.pdf")
     tb = base.lines[0]
@@ -382,3 +435,26 @@ def _newer_tb100a4(price: str = "11.90"):
         number="N-1",
         issue_date=dt.date(2025, 4, 1),
     )
+
+
+@pytest.mark.parametrize(
+    "batch_size",
+    [ProductsFlow.INDEX_THRESHOLD - 1, 50],
+    ids=["looked-up-one-by-one", "from-the-batch-item-list"],
+)
+def test_an_existing_item_that_has_the_barcode_gets_no_second_one(rig, batch_size):
+    """The item list read for a bulk batch keeps only each item's barcodes: they must still
+    keep a barcode the item has from being added twice (and the item from being created)."""
+    barcode = "4012345001235"  # TB100A4's GTIN in the seed's ZUGFeRD invoice
+    rig.visma.create_inventory(
+        {"inventoryNumber": "TB100A4", "description": "Von Hand angelegt", "itemClass": "WAREN"}
+    )
+    rig.visma.create_cross_reference(
+        "TB100A4", {"alternateType": "Barcode", "alternateID": barcode}
+    )
+    rig.clear_logs()
+    _flow, report = run_products(rig, batch_size=batch_size)
+    result = results_by_key(report)["TB100A4"]
+    assert result.action is Action.CREATE
+    assert result.response == {"created": False, "existed": True, "barcode_added": None}
+    assert not writes(rig, "/v1/inventory/TB100A4/crossReferences")

@@ -37,15 +37,16 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from bbvisma.buchhaltungsbutler.models import Receipt
 from bbvisma.errors import ConfigError, UnsupportedDocument
-from bbvisma.records import Document, DocumentLine, Product
+from bbvisma.records import Classification, Document, DocumentLine, Product
 
 __all__ = [
     "GTIN_SCHEMES",
     "addressable",
+    "DocumentPrices",
     "DocumentStats",
     "PriceBook",
     "PricePoint",
@@ -237,23 +238,61 @@ def read_documents(
 # --------------------------------------------------------------------------------------------
 # Products
 # --------------------------------------------------------------------------------------------
-@dataclass
 class _SkuEntry:
-    """The little a catalog keeps per SKU while documents stream by."""
+    """What a catalog keeps per SKU while documents stream by: the values its product is built
+    from and the keys that decide "newest" -- never the line or the document they came from
+    (a validated line with its nested models costs some KiB; these slots a few hundred bytes).
 
-    sku: str
-    info_key: tuple
-    line: DocumentLine
-    info_receipt: str
-    gtin: str | None = None
-    gtin_key: tuple | None = None
-    price: Decimal | None = None
-    price_key: tuple | None = None
-    price_currency: str | None = None
-    price_date: dt.date | None = None
-    price_receipt: str | None = None
-    #: prices seen only in other currencies (newest), reported when no base-currency price
-    foreign: tuple[tuple, str, Decimal] | None = None
+    The keys are :func:`document_key` tuples ``(issue date, number, receipt id)``, shared by
+    every SKU of one document; they also say which receipt (and, for the price, which date)
+    a value comes from.
+    """
+
+    __slots__ = (
+        "info_key",
+        "name",
+        "description",
+        "unit_code",
+        "vat_category",
+        "vat_rate",
+        "characteristics",
+        "classifications",
+        "gtin",
+        "gtin_key",
+        "price",
+        "price_key",
+        "foreign",
+        "base_sku",
+    )
+
+    def __init__(self, key: tuple, line: DocumentLine, share: Callable[[Any], Any]):
+        self.take_line(key, line, share)
+        self.gtin: str | None = None
+        self.gtin_key: tuple | None = None
+        #: unit price of the newest invoice in the base currency
+        self.price: Decimal | None = None
+        self.price_key: tuple | None = None
+        #: the newest price in another currency ``(key, currency, price)``: reported when the
+        #: SKU has no base-currency price
+        self.foreign: tuple[tuple, str, Decimal] | None = None
+        #: the base SKU when variant grouping made this SKU a variant
+        self.base_sku: str | None = None
+
+    def take_line(self, key: tuple, line: DocumentLine, share: Callable[[Any], Any]) -> None:
+        """Texts, unit, VAT, characteristics (the first of each name) and classifications of
+        the SKU's line on the newest document. ``share`` gives the values most SKUs have in
+        common (unit, VAT) as one object each."""
+        self.info_key = key
+        self.name: str = line.name
+        self.description: str | None = line.description
+        self.unit_code: str | None = share(line.unit_code)
+        self.vat_category: str | None = share(line.vat_category)
+        self.vat_rate: Decimal | None = share(line.vat_rate)
+        characteristics: dict[str, str] = {}
+        for item in line.characteristics:
+            characteristics.setdefault(item.name, item.value)
+        self.characteristics: tuple[tuple[str, str], ...] = tuple(characteristics.items())
+        self.classifications: tuple[Classification, ...] = tuple(line.classifications)
 
 
 class ProductCatalog:
@@ -263,14 +302,19 @@ class ProductCatalog:
       document (invoice or credit note); its first line with that SKU counts.
     * The price (``defaultPrice``) comes from the newest *invoice* in ``base_currency``: a
       credit note's price is no selling price, and a NOK price is no EUR price. A SKU sold
-      only in other currencies gets no price (``foreign_prices`` says so).
+      only in other currencies gets no price (:meth:`notes_of` says so).
     * The GTIN comes from the newest document that carries one.
 
-    Variants (:meth:`products`): SKUs whose base (the ``base_pattern`` regex's group named
-    ``base``, else its first group) is the same, and whose characteristics differ only in the
-    variant dimensions, become variants of that base: ``Product.base_sku`` is set and
-    ``variant_attributes`` holds their dimension values. SKUs with a common base whose other
-    characteristics differ are *not* grouped; :attr:`notes` says why.
+    Variants: SKUs whose base (the ``base_pattern`` regex's group named ``base``, else its
+    first group) is the same, and whose characteristics differ only in the variant dimensions,
+    become variants of that base: ``Product.base_sku`` is set and ``variant_attributes`` holds
+    their dimension values. SKUs with a common base whose other characteristics differ are
+    *not* grouped; :meth:`notes_of` says why.
+
+    Memory: documents are folded in as they stream by (:meth:`add`) and never kept; what
+    stays is one slim :class:`_SkuEntry` per SKU. :meth:`products` builds the
+    :class:`~bbvisma.records.Product` records one at a time as the caller iterates, so a run
+    holds the products of one batch, not of the whole catalog.
     """
 
     def __init__(
@@ -284,8 +328,12 @@ class ProductCatalog:
         self.dimensions = split_dimensions(variant_dimensions)
         self.pattern = _compile_base_pattern(base_pattern)
         self._entries: dict[str, _SkuEntry] = {}
-        #: sku -> notes for the log (variant grouping refused, foreign-currency prices)
-        self.notes: dict[str, list[str]] = {}
+        #: whether ``base_sku`` and the grouping notes reflect every document added
+        self._grouped = False
+        #: sku -> why it was not grouped as a variant (only SKUs sharing a base)
+        self._grouping_notes: dict[str, list[str]] = {}
+        #: one object per distinct unit / VAT value (see :meth:`_share`)
+        self._values: dict[tuple[type, str], Any] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -293,6 +341,7 @@ class ProductCatalog:
     def add(self, receipt_id: str, document: Document, stats: DocumentStats | None = None) -> None:
         """Take what ``document`` (an outgoing invoice or credit note) says about its SKUs."""
         key = document_key(document, receipt_id)
+        self._grouped = False
         seen: set[str] = set()
         for line in document.lines:
             sku = (line.sku or "").strip()
@@ -302,9 +351,9 @@ class ProductCatalog:
                 continue
             entry = self._entries.get(sku)
             if entry is None:
-                entry = self._entries[sku] = _SkuEntry(sku, key, line, receipt_id)
+                entry = self._entries[sku] = _SkuEntry(key, line, self._share)
             elif sku not in seen and key > entry.info_key:
-                entry.info_key, entry.line, entry.info_receipt = key, line, receipt_id
+                entry.take_line(key, line, self._share)
             seen.add(sku)
             gtin = line_gtin(line)
             if gtin and (entry.gtin_key is None or key > entry.gtin_key):
@@ -319,61 +368,94 @@ class ProductCatalog:
                     entry.foreign = (key, currency, price)
             elif entry.price_key is None or key > entry.price_key:
                 entry.price, entry.price_key = price, key
-                entry.price_currency, entry.price_date = currency, document.issue_date
-                entry.price_receipt = receipt_id
 
-    def products(self) -> list[Product]:
-        """Every product, sorted by SKU, with variants grouped."""
-        products = {sku: self._product(entry) for sku, entry in self._entries.items()}
-        self._group_variants(products)
-        return [products[sku] for sku in sorted(products)]
+    def _share(self, value: Any) -> Any:
+        """The first object seen equal to ``value`` *and written the same* (``19`` and
+        ``19.00`` stay apart): thousands of SKUs then share one ``"C62"``, ``"S"`` and
+        ``Decimal("19")`` instead of each holding its own copy read from its document."""
+        if value is None:
+            return None
+        return self._values.setdefault((type(value), str(value)), value)
 
-    def _product(self, entry: _SkuEntry) -> Product:
-        line = entry.line
-        sources = [entry.info_receipt]
-        if entry.price_receipt and entry.price_receipt not in sources:
-            sources.append(entry.price_receipt)
+    def products(self) -> Iterator[Product]:
+        """Every product, sorted by SKU, with variants grouped; each built when the caller
+        asks for it (the catalog never holds them all)."""
+        self._group_variants()
+        for sku in sorted(self._entries):
+            yield self._product(sku, self._entries[sku])
+
+    def product(self, sku: str) -> Product | None:
+        """The product of one SKU, or ``None`` when no document has it."""
+        entry = self._entries.get(sku)
+        if entry is None:
+            return None
+        self._group_variants()
+        return self._product(sku, entry)
+
+    def notes_of(self, sku: str) -> list[str]:
+        """What the log should say about the SKU: a price seen only in other currencies, a
+        variant grouping refused."""
+        entry = self._entries.get(sku)
+        if entry is None:
+            return []
+        self._group_variants()
+        notes = []
         if entry.price is None and entry.foreign is not None:
             _key, currency, price = entry.foreign
-            self.notes.setdefault(entry.sku, []).append(
+            notes.append(
                 f"sold only in {currency} (newest {_plain(price)} {currency}): no "
                 f"{self.base_currency} price, defaultPrice left as it is"
             )
-        characteristics: dict[str, str] = {}
-        for item in line.characteristics:
-            characteristics.setdefault(item.name, item.value)
+        notes.extend(self._grouping_notes.get(sku, ()))
+        return notes
+
+    def _product(self, sku: str, entry: _SkuEntry) -> Product:
+        sources = [entry.info_key[2]]
+        if entry.price_key is not None and entry.price_key[2] not in sources:
+            sources.append(entry.price_key[2])
         return Product(
-            sku=entry.sku,
-            name=line.name,
-            description=line.description,
-            unit_code=line.unit_code,
+            sku=sku,
+            name=entry.name,
+            description=entry.description,
+            unit_code=entry.unit_code,
             price=entry.price,
-            currency=entry.price_currency,
-            price_date=entry.price_date,
-            vat_category=line.vat_category,
-            vat_rate=line.vat_rate,
+            currency=self.base_currency if entry.price_key is not None else None,
+            price_date=entry.price_key[0] if entry.price_key is not None else None,
+            vat_category=entry.vat_category,
+            vat_rate=entry.vat_rate,
             gtin=entry.gtin,
-            characteristics=characteristics,
-            classifications=list(line.classifications),
+            characteristics=dict(entry.characteristics),
+            classifications=list(entry.classifications),
+            base_sku=entry.base_sku,
+            variant_attributes=self._variant_values(entry) if entry.base_sku else {},
             source_documents=sources,
         )
 
-    def _group_variants(self, products: dict[str, Product]) -> None:
+    def _group_variants(self) -> None:
+        """Set ``base_sku`` of the SKUs that are variants and note the groupings refused; once
+        per change of the catalog (documents added since the last grouping)."""
+        if self._grouped:
+            return
+        self._grouped = True
+        self._grouping_notes = {}
+        for entry in self._entries.values():
+            entry.base_sku = None
         if self.pattern is None or not self.dimensions:
             return
-        by_base: dict[str, list[Product]] = {}
-        for product in products.values():
-            base = _base_of(self.pattern, product.sku)
-            if base and base != product.sku:
-                by_base.setdefault(base, []).append(product)
-        for base, members in sorted(by_base.items()):
-            if len(members) < 2:
+        by_base: dict[str, list[str]] = {}
+        for sku in self._entries:
+            base = _base_of(self.pattern, sku)
+            if base and base != sku:
+                by_base.setdefault(base, []).append(sku)
+        for base, skus in sorted(by_base.items()):
+            if len(skus) < 2:
                 continue
-            signatures = {self._fixed_signature(p) for p in members}
-            variant_values = [self._variant_values(p) for p in members]
+            members = [self._entries[sku] for sku in skus]
+            signatures = {self._fixed_signature(entry) for entry in members}
+            variant_values = [self._variant_values(entry) for entry in members]
             if len(signatures) > 1:
                 self._note_not_grouped(
-                    members,
+                    skus,
                     base,
                     "differ in characteristics other than the variant dimensions",
                 )
@@ -382,31 +464,30 @@ class ProductCatalog:
                 not all(variant_values)
                 or len({tuple(sorted(v.items())) for v in variant_values}) < 2
             ):
-                self._note_not_grouped(members, base, "do not differ in a variant dimension")
+                self._note_not_grouped(skus, base, "do not differ in a variant dimension")
                 continue
-            for product, values in zip(members, variant_values, strict=True):
-                product.base_sku = base
-                product.variant_attributes = values
+            for entry in members:
+                entry.base_sku = base
 
-    def _note_not_grouped(self, members: list[Product], base: str, why: str) -> None:
+    def _note_not_grouped(self, skus: list[str], base: str, why: str) -> None:
         """Tell each SKU sharing ``base`` why they were not grouped as variants of it."""
-        names = ", ".join(sorted(p.sku for p in members))
-        for product in members:
-            self.notes.setdefault(product.sku, []).append(
+        names = ", ".join(sorted(skus))
+        for sku in skus:
+            self._grouping_notes.setdefault(sku, []).append(
                 f"SKUs {names} share the base {base!r} but {why}: not grouped as variants"
             )
 
-    def _fixed_signature(self, product: Product) -> frozenset[tuple[str, str]]:
+    def _fixed_signature(self, entry: _SkuEntry) -> frozenset[tuple[str, str]]:
         return frozenset(
             (name.casefold(), value)
-            for name, value in product.characteristics.items()
+            for name, value in entry.characteristics
             if name.casefold() not in self.dimensions
         )
 
-    def _variant_values(self, product: Product) -> dict[str, str]:
+    def _variant_values(self, entry: _SkuEntry) -> dict[str, str]:
         return {
             name: value
-            for name, value in product.characteristics.items()
+            for name, value in entry.characteristics
             if name.casefold() in self.dimensions
         }
 
@@ -442,7 +523,7 @@ def _plain(value: Decimal) -> str:
 # --------------------------------------------------------------------------------------------
 # Stock
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class StockPosition:
     """The derived quantity of one SKU and where it comes from."""
 
@@ -561,7 +642,7 @@ class StockLedger:
 # --------------------------------------------------------------------------------------------
 # Prices
 # --------------------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class PricePoint:
     """The newest price one group paid for one SKU."""
 
@@ -586,6 +667,31 @@ class PricePoint:
         }
 
 
+class DocumentPrices(NamedTuple):
+    """What the :class:`PriceBook` needs of one invoice: a few values instead of the whole
+    document, so a flow can hold a chunk of them while it finds out who bought (the prices
+    flow looks the buyers of 200 receipts up at once)."""
+
+    #: :func:`document_key` (issue date and receipt id are in it)
+    key: tuple
+    currency: str
+    number: str
+    #: :func:`sku_prices`
+    prices: dict[str, Decimal]
+
+    @classmethod
+    def of(cls, receipt_id: str, document: Document) -> DocumentPrices | None:
+        """The prices of ``document``; ``None`` for a credit note (it sets no price)."""
+        if document.is_credit_note:
+            return None
+        return cls(
+            document_key(document, receipt_id),
+            (document.currency or "").upper(),
+            document.number,
+            sku_prices(document),
+        )
+
+
 class PriceBook:
     """Newest unit price per (SKU, price class) from outgoing invoices (the price each group
     actually paid). Credit notes set no price. Every currency is kept: a class price is
@@ -597,20 +703,16 @@ class PriceBook:
         self.by_class: dict[tuple[str, str], PricePoint] = {}
 
     def add(self, receipt_id: str, document: Document, price_class: str | None) -> None:
-        if document.is_credit_note or not price_class:
+        self.add_prices(DocumentPrices.of(receipt_id, document), price_class)
+
+    def add_prices(self, prices: DocumentPrices | None, price_class: str | None) -> None:
+        """Take the prices of one invoice (``None``: a credit note) paid by ``price_class``."""
+        if prices is None or not price_class:
             return
-        key = document_key(document, receipt_id)
-        currency = (document.currency or "").upper()
-        for sku, price in sku_prices(document).items():
+        key = prices.key
+        for sku, price in prices.prices.items():
             old = self.by_class.get((sku, price_class))
             if old is None or key > old.key:
                 self.by_class[(sku, price_class)] = PricePoint(
-                    sku,
-                    price_class,
-                    price,
-                    currency,
-                    document.issue_date,
-                    receipt_id,
-                    document.number,
-                    key,
+                    sku, price_class, price, prices.currency, key[0], key[2], prices.number, key
                 )

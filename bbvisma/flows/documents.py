@@ -85,9 +85,11 @@ class ReceiptDocuments:
         self.ctx = ctx
         self.cache = ctx.documents if ctx.documents is not None else MemoryDocumentCache()
         self.fetches = 0
-        #: the last entry read per receipt id in this instance (saves cache round trips when
-        #: a flow asks for the detail and the document of the same receipt)
-        self._recent: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: the last entry read, ``(receipt id, fingerprint, entry)``: a flow asking for the
+        #: detail and then the document of a receipt costs one cache read. One entry only: an
+        #: entry holds a whole parsed document, and a flow reading receipts one after the
+        #: other never comes back to an earlier one
+        self._last: tuple[str, str, dict[str, Any]] | None = None
 
     # -- listing ------------------------------------------------------------------------------
     def iter_receipts(
@@ -146,16 +148,15 @@ class ReceiptDocuments:
     def _entry(self, receipt: Receipt) -> dict[str, Any]:
         key = receipt.id_by_customer
         fingerprint = receipt_fingerprint(receipt)
-        recent = self._recent.get(key)
-        if recent is not None and recent[0] == fingerprint:
-            return recent[1]
+        last = self._last
+        if last is not None and last[0] == key and last[1] == fingerprint:
+            return last[2]
+        self._last = None  # the old entry can go while the new one is read
         entry = self.cache.get(key, fingerprint)
         if entry is None:
             entry = self._fetch(receipt)
             self.cache.put(key, fingerprint, entry)
-        if len(self._recent) > 256:  # bounded: a run over many receipts keeps only a few
-            self._recent.clear()
-        self._recent[key] = (fingerprint, entry)
+        self._last = (key, fingerprint, entry)
         return entry
 
     def _fetch(self, receipt: Receipt) -> dict[str, Any]:

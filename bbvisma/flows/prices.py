@@ -45,6 +45,7 @@ from typing import Any
 from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
 from bbvisma.errors import DataError, NotFound
 from bbvisma.flows.derived import (
+    DocumentPrices,
     DocumentStats,
     PriceBook,
     PricePoint,
@@ -102,8 +103,11 @@ class PricesFlow(Flow):
         self.stats = DocumentStats()
         #: receipts whose buyer's class is unknown: not sent by the orders flow / customer gone
         self.unclassified = {"not_sent_by_orders_flow": 0, "customer_not_in_visma": 0}
-        self._records: dict[str, PriceRecord] | None = None
-        self._items: dict[str, dict[str, Any]] | None = None
+        #: the catalog of every SKU and the class prices per SKU (sorted by class), folded
+        #: once per flow instance (None: not read yet)
+        self._folded: tuple[ProductCatalog, dict[str, list[PricePoint]]] | None = None
+        #: inventory number -> its defaultPrice, read once per run (None: not read yet)
+        self._items: dict[str, Any] | None = None
         self._customers: dict[str, str | None] | None = None
         self._price_list: dict[tuple[str, str], dict[str, Any]] | None = None
 
@@ -111,10 +115,10 @@ class PricesFlow(Flow):
         return setting(self.ctx, self.SETTINGS_DEFAULTS, key)
 
     # -- Visma.net reads (once per run) ---------------------------------------------------------
-    def items(self) -> dict[str, dict[str, Any]]:
+    def items(self) -> dict[str, Any]:
         """``GET /v1/inventory`` (paged), once per run: which items exist, their price."""
         if self._items is None:
-            self._items = inventory_by_number(self.ctx)
+            self._items = inventory_by_number(self.ctx, lambda item: item.get("defaultPrice"))
         return self._items
 
     def customer_classes(self) -> dict[str, str | None]:
@@ -150,39 +154,60 @@ class PricesFlow(Flow):
         return classes
 
     # -- source ---------------------------------------------------------------------------------
-    def records(self) -> dict[str, PriceRecord]:
-        """Base and class records of every SKU, built once per flow instance."""
-        if self._records is None:
+    def folded(self) -> tuple[ProductCatalog, dict[str, list[PricePoint]]]:
+        """Every outgoing document folded into the catalog (base prices) and the price book
+        (class prices), once per flow instance. The documents stream by: each goes into the
+        catalog at once, and only its prices wait in a chunk for the lookup of who bought."""
+        if self._folded is None:
             catalog = ProductCatalog(base_currency=self.setting("base_currency"))
             book = PriceBook()
-            chunk: list[tuple[Any, Any]] = []
-            for pair in read_documents(self.documents, "outbound", self.stats):
-                chunk.append(pair)
+            chunk: list[tuple[str, DocumentPrices | None]] = []
+            for receipt, document in read_documents(self.documents, "outbound", self.stats):
+                catalog.add(receipt.id_by_customer, document, self.stats)
+                chunk.append(
+                    (receipt.id_by_customer, DocumentPrices.of(receipt.id_by_customer, document))
+                )
                 if len(chunk) >= LINK_CHUNK:
-                    self._add_chunk(chunk, catalog, book)
+                    self._add_chunk(chunk, book)
                     chunk = []
-            self._add_chunk(chunk, catalog, book)
-            records: dict[str, PriceRecord] = {}
+            self._add_chunk(chunk, book)
             by_sku: dict[str, list[PricePoint]] = {}
             for (sku, _cls), point in book.by_class.items():
                 by_sku.setdefault(sku, []).append(point)
-            for product in catalog.products():
-                base = PriceRecord(product.sku, None, product)
-                records[base.key] = base
-                for point in sorted(by_sku.get(product.sku, []), key=lambda p: p.price_class):
-                    record = PriceRecord(product.sku, point.price_class, product, point)
-                    records[record.key] = record
-            self._records = records
-        return self._records
+            for points in by_sku.values():
+                points.sort(key=lambda p: p.price_class)
+            self._folded = (catalog, by_sku)
+        return self._folded
 
-    def _add_chunk(self, chunk, catalog: ProductCatalog, book: PriceBook) -> None:
+    def records(self) -> Iterator[PriceRecord]:
+        """Per SKU (sorted) its base record, then one record per price class that bought it
+        (sorted by class); each built when the run asks for it."""
+        catalog, by_sku = self.folded()
+        for product in catalog.products():
+            yield PriceRecord(product.sku, None, product)
+            for point in by_sku.get(product.sku, ()):
+                yield PriceRecord(product.sku, point.price_class, product, point)
+
+    def record(self, key: str) -> PriceRecord | None:
+        """The record of one :attr:`PriceRecord.key` (``SKU`` or ``SKU@class``), or ``None``."""
+        catalog, by_sku = self.folded()
+        product = catalog.product(key)
+        if product is not None:
+            return PriceRecord(key, None, product)
+        sku, _, price_class = key.rpartition("@")
+        for point in by_sku.get(sku, ()):
+            if point.price_class == price_class:
+                product = catalog.product(sku)
+                return PriceRecord(sku, price_class, product, point) if product else None
+        return None
+
+    def _add_chunk(self, chunk: list[tuple[str, DocumentPrices | None]], book: PriceBook) -> None:
         if not chunk:
             return
-        links = self.ctx.links.get_many(ORDER_ENTITY, [r.id_by_customer for r, _d in chunk])
+        links = self.ctx.links.get_many(ORDER_ENTITY, [receipt_id for receipt_id, _p in chunk])
         classes = self.customer_classes() if links else {}
-        for receipt, document in chunk:
-            catalog.add(receipt.id_by_customer, document, self.stats)
-            link = links.get(receipt.id_by_customer)
+        for receipt_id, prices in chunk:
+            link = links.get(receipt_id)
             customer = (link.meta or {}).get("customer") if link is not None else None
             if not customer:
                 self.unclassified["not_sent_by_orders_flow"] += 1
@@ -190,22 +215,22 @@ class PricesFlow(Flow):
             if str(customer) not in classes:
                 self.unclassified["customer_not_in_visma"] += 1
                 continue
-            book.add(receipt.id_by_customer, document, classes[str(customer)])
+            book.add_prices(prices, classes[str(customer)])
 
     def source_items(self, since: str | None) -> Iterator[SourceItem]:
         """Per SKU its base record, then one record per price class that bought it.
         ``since`` is not used (see the module docstring)."""
-        records = self.records()
+        self.folded()
         if any(self.unclassified.values()):
             self.ctx.logger.info(
                 "prices: receipts without a known price class (only in base prices): %s",
                 self.unclassified,
             )
-        for key, record in records.items():
-            yield SourceItem(key, None, record, label=record.product.name)
+        for record in self.records():
+            yield SourceItem(record.key, None, record, label=record.product.name)
 
     def fetch_item(self, source_key: str) -> SourceItem:
-        record = self.records().get(source_key)
+        record = self.record(source_key)
         if record is None:
             raise NotFound(f"no price record {source_key!r} in the e-invoices", system="bb")
         return SourceItem(source_key, None, record, label=record.product.name)
@@ -265,14 +290,14 @@ class PricesFlow(Flow):
         record: PriceRecord = item.data
         if record.price_class is not None:
             return {"written": False, "gap": True}  # nothing to write: see process()
-        current = self.items()[record.sku].get("defaultPrice")
+        current = self.items()[record.sku]
         wanted = payload.get("defaultPrice")
         if wanted is None or (
             current is not None and Decimal(str(current)) == Decimal(str(wanted))
         ):
             return {"written": False, "defaultPrice": current}
         self.ctx.visma.update_inventory(record.sku, payload)
-        self.items()[record.sku]["defaultPrice"] = wanted
+        self.items()[record.sku] = wanted
         return {"written": True, "defaultPrice": wanted, "was": current}
 
     def process(self, item: SourceItem) -> RecordResult:

@@ -63,9 +63,9 @@ Images: see :data:`IMAGES_NOTE`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
 from bbvisma.errors import ConfigError, DataError, NotFound, OutcomeUnknown
@@ -90,6 +90,8 @@ IMAGES_NOTE = (
     "attachments); this flow uploads none."
 )
 
+T = TypeVar("T")
+
 #: the attribute that links a variant to its base SKU (see the module docstring)
 VARIANT_BASE_ATTRIBUTE = "BASESKU"
 
@@ -100,12 +102,16 @@ def setting(ctx: FlowContext, defaults: dict[str, Any], key: str) -> Any:
     return defaults.get(key) if value is None else value
 
 
-def inventory_by_number(ctx: FlowContext) -> dict[str, dict[str, Any]]:
-    """``GET /v1/inventory`` (paged): every item by its inventory number (none: left out).
+def inventory_by_number(ctx: FlowContext, keep: Callable[[dict[str, Any]], T]) -> dict[str, T]:
+    """``GET /v1/inventory`` (paged): ``keep(item)`` -- what a flow needs of an item -- for
+    every item, by its inventory number (items without one are left out).
 
-    The flows that need it call it once per run and keep the answer.
+    Each item is slimmed as the pages stream by, so a run holds a value or two per item, never
+    the list of full items (a tenant has tens of thousands). The flows that need it call it
+    once per run and keep the answer.
     """
-    return {i["inventoryNumber"]: i for i in ctx.visma.list_inventory() if i.get("inventoryNumber")}
+    items = ctx.visma.list_inventory()
+    return {i["inventoryNumber"]: keep(i) for i in items if i.get("inventoryNumber")}
 
 
 class ProductsFlow(Flow):
@@ -125,8 +131,7 @@ class ProductsFlow(Flow):
         super().__init__(ctx)
         self.documents = ReceiptDocuments(ctx)
         self.stats = DocumentStats()
-        self._catalog: dict[str, Product] | None = None
-        self._catalog_notes: dict[str, list[str]] = {}
+        self._catalog: ProductCatalog | None = None
         #: attribute id -> definition, read once per run (None: not read yet)
         self._attributes: dict[str, dict[str, Any]] | None = None
         #: category id -> description, read once per run (None: not read yet)
@@ -135,8 +140,9 @@ class ProductsFlow(Flow):
         self._notes: dict[str, list[str]] = {}
         #: attribute id -> the characteristic name it came from (description of a new one)
         self._attribute_names: dict[str, str] = {}
-        #: SKU -> slim item (number, cross references), when a batch read the item list
-        self._index: dict[str, dict[str, Any]] | None = None
+        #: SKU -> the barcodes of its item, when a batch read the item list (all the lookup
+        #: before a create needs of an item: that it exists, and which barcodes it has)
+        self._index: dict[str, tuple[str, ...]] | None = None
 
     # -- settings -------------------------------------------------------------------------------
     def setting(self, key: str) -> Any:
@@ -147,8 +153,9 @@ class ProductsFlow(Flow):
         return bool(self.setting("update_product_info"))
 
     # -- source ---------------------------------------------------------------------------------
-    def catalog(self) -> dict[str, Product]:
-        """Every product of every outgoing document, built once per flow instance."""
+    def catalog(self) -> ProductCatalog:
+        """Every SKU of every outgoing document, folded once per flow instance (the documents
+        stream by; the catalog keeps a slim entry per SKU and builds products on demand)."""
         if self._catalog is None:
             catalog = ProductCatalog(
                 base_currency=self.setting("base_currency"),
@@ -157,8 +164,7 @@ class ProductsFlow(Flow):
             )
             for receipt, document in read_documents(self.documents, "outbound", self.stats):
                 catalog.add(receipt.id_by_customer, document, self.stats)
-            self._catalog = {p.sku: p for p in catalog.products()}
-            self._catalog_notes = catalog.notes
+            self._catalog = catalog
             if self.stats.refused:
                 self.ctx.logger.warning(
                     "products: %d receipt(s) with an unreadable e-invoice contribute no "
@@ -170,11 +176,11 @@ class ProductsFlow(Flow):
 
     def source_items(self, since: str | None) -> Iterator[SourceItem]:
         """One item per SKU, sorted by SKU. ``since`` is not used: see the module docstring."""
-        for sku, product in self.catalog().items():
-            yield SourceItem(sku, None, product, label=product.name)
+        for product in self.catalog().products():
+            yield SourceItem(product.sku, None, product, label=product.name)
 
     def fetch_item(self, source_key: str) -> SourceItem:
-        product = self.catalog().get(source_key)
+        product = self.catalog().product(source_key)
         if product is None:
             raise NotFound(
                 f"SKU {source_key!r} is on no outgoing e-invoice in BuchhaltungsButler (any more)",
@@ -192,7 +198,7 @@ class ProductsFlow(Flow):
                 "SKU without '/' in the invoicing system",
                 cause=f"unaddressable_sku:{product.sku}",
             )
-        notes = self._notes[item.key] = list(self._catalog_notes.get(item.key, []))
+        notes = self._notes[item.key] = self.catalog().notes_of(item.key)
         source = product.to_mapping_dict()
         source["vat"] = _vat_key(product)
         source["attribute_lines"] = self._attribute_lines(product, notes)
@@ -335,10 +341,7 @@ class ProductsFlow(Flow):
         instead of looking each SKU up: a new item then costs its POST alone."""
         super().prepare_batch(items)
         if self._index is None and self.index_pays_off(items):
-            self._index = {
-                number: {"inventoryNumber": number, "crossReferences": i.get("crossReferences")}
-                for number, i in inventory_by_number(self.ctx).items()
-            }
+            self._index = inventory_by_number(self.ctx, _barcodes)
 
     def create(self, item: SourceItem, payload: dict) -> tuple[str, Any]:
         """Lookup before create: an item with this ``inventoryNumber`` (created in Visma.net,
@@ -348,9 +351,12 @@ class ProductsFlow(Flow):
         body, barcode = self._split(payload)
         self._ensure_attributes(body)
         visma = self.ctx.visma
-        existing = self._index.get(sku) if self._index is not None else visma.find_inventory(sku)
+        if self._index is not None:
+            barcodes = self._index.get(sku)
+        else:
+            barcodes = _barcodes_of(visma.find_inventory(sku))
         created = False
-        if existing is None:
+        if barcodes is None:
             found: dict[str, Any] = {}
 
             def find() -> str | None:  # always live: the index may be older than the refusal
@@ -365,14 +371,14 @@ class ProductsFlow(Flow):
             # since the lookup) is adopted and updated like an item found by the lookup
             _, how = self.create_or_adopt(find, send)
             created = how != "adopted"
-            existing = found.get("item") if how == "adopted" else None
-        if existing is not None:
+            barcodes = _barcodes_of(found.get("item")) if how == "adopted" else None
+        existed = barcodes is not None
+        if existed:
             if not self.update_info and self.ctx.mapping is not None:
                 body = self.ctx.mapping.comparable(body)
             visma.update_inventory(sku, body)
-        barcodes = _barcodes(existing) if existing is not None else []
-        added = self._add_barcode(sku, barcode, barcodes)
-        return sku, {"created": created, "existed": existing is not None, "barcode_added": added}
+        added = self._add_barcode(sku, barcode, barcodes or ())
+        return sku, {"created": created, "existed": existed, "barcode_added": added}
 
     def update(self, item: SourceItem, payload: dict, link: Link) -> Any:
         sku = link.target_key or item.key
@@ -436,7 +442,7 @@ class ProductsFlow(Flow):
             return False
         return True
 
-    def _add_barcode(self, sku: str, barcode: str | None, existing: list) -> str | None:
+    def _add_barcode(self, sku: str, barcode: str | None, existing: Iterable) -> str | None:
         if not barcode or barcode in existing:
             return None
         self.ctx.visma.create_cross_reference(
@@ -477,9 +483,15 @@ def _attribute_value(
     return None
 
 
-def _barcodes(item: dict[str, Any]) -> list[str]:
-    return [
+def _barcodes(item: dict[str, Any]) -> tuple[str, ...]:
+    """The item's barcodes (cross references of type ``Barcode``)."""
+    return tuple(
         r.get("alternateID")
         for r in item.get("crossReferences") or []
         if r.get("alternateType") == "Barcode"
-    ]
+    )
+
+
+def _barcodes_of(item: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The barcodes of an item found by a lookup; ``None`` when there is no such item."""
+    return None if item is None else _barcodes(item)

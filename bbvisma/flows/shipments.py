@@ -86,7 +86,8 @@ class ShipmentsFlow(Flow):
     def __init__(self, ctx: FlowContext):
         super().__init__(ctx)
         self.documents = ReceiptDocuments(ctx)
-        self._items: dict[str, dict[str, Any]] | None = None
+        #: inventory number -> item type, read once per run (None: not read yet)
+        self._items: dict[str, str | None] | None = None
         self._orders: dict[str, Link] = {}
         self._plans: dict[str, dict[str, Any]] = {}
         self._notes: dict[str, list[str]] = {}
@@ -291,7 +292,7 @@ class ShipmentsFlow(Flow):
             if sku in wanted:
                 quantity = min(current, wanted[sku])
                 wanted[sku] -= quantity
-            elif (items.get(sku) or {}).get("type") in STOCK_TYPES:
+            elif items.get(sku) in STOCK_TYPES:
                 quantity = ZERO  # a stock item the invoice does not deliver
                 notes.append(f"{sku}: on the order but not on the invoice, not shipped")
             else:
@@ -337,10 +338,10 @@ class ShipmentsFlow(Flow):
         visma.update_shipment(number, body, etag=etag)
         return {sku: _plain(q) for sku, q in shipped.items()}
 
-    def items(self) -> dict[str, dict[str, Any]]:
+    def items(self) -> dict[str, str | None]:
         """Item types (``GET /v1/inventory``, paged) once per run: which lines are stock."""
         if self._items is None:
-            self._items = inventory_by_number(self.ctx)
+            self._items = inventory_by_number(self.ctx, lambda item: item.get("type"))
         return self._items
 
     def link_meta(self, item: SourceItem, payload: dict, response: Any) -> dict | None:

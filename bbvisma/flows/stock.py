@@ -104,7 +104,8 @@ class StockFlow(Flow):
         self.documents = ReceiptDocuments(ctx)
         self.stats_out = DocumentStats()
         self.stats_in = DocumentStats()
-        self._items: dict[str, dict[str, Any]] | None = None
+        #: inventory number -> whether it is a stock item, read once per run (None: not yet)
+        self._items: dict[str, bool] | None = None
         self._vendor_refs: dict[str, str] = {}
         self._warehouse: str | None = None
         self._notes: dict[str, list[str]] = {}
@@ -143,17 +144,18 @@ class StockFlow(Flow):
         return self._warehouse
 
     # -- Visma.net items (read once per run) ----------------------------------------------------
-    def items(self) -> dict[str, dict[str, Any]]:
+    def items(self) -> dict[str, bool]:
         """Every Visma.net item with its cross-references, ``GET /v1/inventory`` once per run
-        (paged): which SKUs exist, which are stock items, which vendor part numbers they have."""
+        (paged): which SKUs exist, which are stock items (the value), which vendor part numbers
+        they have (:attr:`_vendor_refs`). Nothing else of an item is kept."""
         if self._items is None:
-            items: dict[str, dict[str, Any]] = {}
+            items: dict[str, bool] = {}
             vendor: dict[str, str] = {}
             for item in self.ctx.visma.list_inventory(expand=["CrossReference"]):
                 number = item.get("inventoryNumber")
                 if not number:
                     continue
-                items[number] = item
+                items[number] = bool(item.get("stockItem"))
                 for ref in item.get("crossReferences") or []:
                     if ref.get("alternateType") == "VPN" and ref.get("alternateID"):
                         vendor.setdefault(str(ref["alternateID"]).strip(), number)
@@ -235,12 +237,12 @@ class StockFlow(Flow):
         not_in_visma, non_stock, unaddressable = [], [], []
         for sku in sorted(ledger.positions):
             position = ledger.positions[sku]
-            visma_item = items.get(sku)
+            stock_item = items.get(sku)
             if not addressable(sku):
                 unaddressable.append(sku)
-            elif visma_item is None:
+            elif stock_item is None:
                 not_in_visma.append(sku)
-            elif not visma_item.get("stockItem") and mode != "unmanaged":
+            elif not stock_item and mode != "unmanaged":
                 non_stock.append(sku)
             else:
                 managed[sku] = position
@@ -284,7 +286,7 @@ class StockFlow(Flow):
         changed = self._changed(warehouse, derived)
         payload["checked_skus"] = changed
         if mode == "unmanaged":
-            payload["flag_non_stock"] = [sku for sku in changed if items[sku].get("stockItem")]
+            payload["flag_non_stock"] = [sku for sku in changed if items[sku]]
             payload["adjustment"] = None
             return source, payload
         checks = {}
