@@ -13,11 +13,7 @@ personal data: the daily retention purge deletes what was fetched longer ago tha
 integration's log retention (a receipt still in use is then fetched once more).
 """
 
-from datetime import timedelta
-
 from odoo import api, fields, models
-
-from .apicenter_integration import PURGE_BATCH_SIZE
 
 
 class ApicenterDocument(models.Model):
@@ -55,18 +51,12 @@ class ApicenterIntegration(models.Model):
     _inherit = "apicenter.integration"
 
     @api.model
-    def _purge_expired(self, batch_size=PURGE_BATCH_SIZE, commit=False, now=None):
+    def _purge_domains(self, integration, cutoff):
         """The runs and logs (see the base method), then the parsed documents fetched before
-        each integration's retention; returns what the base method returns."""
-        result = super()._purge_expired(batch_size=batch_size, commit=commit, now=now)
-        now = now or fields.Datetime.now()
-        integrations = self.sudo().with_context(active_test=False).search([])  # pylint: disable=no-search-all
-        for integration in integrations:
-            cutoff = now - timedelta(days=integration.log_retention_days)
-            self._purge_model(
-                "apicenter.document",
-                [("integration_id", "=", integration.id), ("fetched_at", "<", cutoff)],
-                batch_size,
-                commit,
-            )
-        return result
+        the integration's retention."""
+        domains = super()._purge_domains(integration, cutoff)
+        domains["apicenter.document"] = [
+            ("integration_id", "=", integration.id),
+            ("fetched_at", "<", cutoff),
+        ]
+        return domains

@@ -306,21 +306,21 @@ class ApicenterIntegration(models.Model):
         integrations = self.sudo().with_context(active_test=False).search([])  # pylint: disable=no-search-all
         for integration in integrations:
             cutoff = now - timedelta(days=integration.log_retention_days)
-            domains = self._purge_domains(integration, cutoff)
-            logs_deleted += self._purge_model(
-                "apicenter.log", domains["apicenter.log"], batch_size, commit
-            )
-            runs_deleted += self._purge_model(
-                "apicenter.run", domains["apicenter.run"], batch_size, commit
-            )
+            for model, domain in self._purge_domains(integration, cutoff).items():
+                deleted = self._purge_model(model, domain, batch_size, commit)
+                if model == "apicenter.log":
+                    logs_deleted += deleted
+                elif model == "apicenter.run":
+                    runs_deleted += deleted
         if logs_deleted or runs_deleted:
             _logger.info("retention purge: %s log lines, %s runs", logs_deleted, runs_deleted)
         return logs_deleted, runs_deleted
 
     @api.model
     def _purge_domains(self, integration, cutoff):
-        """What the purge deletes of ``integration``: log lines and runs older than ``cutoff``
-        (a run takes its log lines along)."""
+        """What the purge deletes of ``integration``, model -> domain, in the order given:
+        log lines and runs older than ``cutoff`` (a run takes its log lines along). Extensions
+        add their models (the documents, the resolved problems)."""
         return {
             "apicenter.log": [("integration_id", "=", integration.id), ("date", "<", cutoff)],
             "apicenter.run": [("integration_id", "=", integration.id), ("date_start", "<", cutoff)],

@@ -2,12 +2,9 @@
 """Integrations, operator side: health of all its flows at a glance, open problems, and the
 way back into an unfinished setup assistant."""
 
-from datetime import timedelta
-
 from odoo import api, fields, models
 
 from .apicenter_flow_ops import FLOW_HEALTH
-from .apicenter_integration import PURGE_BATCH_SIZE
 
 #: the worst flow decides the integration's health, in this order
 HEALTH_ORDER = ["failed", "stalled", "warning", "never", "paused", "ok"]
@@ -75,28 +72,14 @@ class ApicenterIntegrationOps(models.Model):
             ("superseded_by_id", "!=", False),
         ]
         domains["apicenter.run"] = domains["apicenter.run"] + [("log_ids", "not any", evidence)]
+        # resolved problems go with the runs and log lines past the retention; open ones
+        # stay, whatever their age: they still need someone
+        domains["apicenter.problem"] = [
+            ("integration_id", "=", integration.id),
+            ("state", "=", "resolved"),
+            ("resolved_date", "<", cutoff),
+        ]
         return domains
-
-    @api.model
-    def _purge_expired(self, batch_size=PURGE_BATCH_SIZE, commit=False, now=None):
-        """Resolved problems go with the runs and log lines past the retention; open ones
-        stay, whatever their age: they still need someone."""
-        result = super()._purge_expired(batch_size=batch_size, commit=commit, now=now)
-        now = now or fields.Datetime.now()
-        integrations = self.sudo().with_context(active_test=False).search([])  # pylint: disable=no-search-all
-        for integration in integrations:
-            cutoff = now - timedelta(days=integration.log_retention_days)
-            self._purge_model(
-                "apicenter.problem",
-                [
-                    ("integration_id", "=", integration.id),
-                    ("state", "=", "resolved"),
-                    ("resolved_date", "<", cutoff),
-                ],
-                batch_size,
-                commit,
-            )
-        return result
 
     def action_continue_setup(self):
         self.ensure_one()
