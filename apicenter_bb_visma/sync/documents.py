@@ -5,8 +5,15 @@ One table per database, one row per (integration, receipt): every flow of an int
 shares what any of them read (``bbvisma.flows.documents.ReceiptDocuments`` asks here before it
 fetches a file). Like the link store, it works through the run's own cursor and commits each
 stored document at once: a document costs a BuchhaltungsButler call, and keeping it must not
-depend on the main transaction (rolled back when a run fails), nor wait for the end of the run.
-Reading through the same cursor sees what other runs committed meanwhile.
+depend on the main transaction (rolled back when a run fails), nor wait for the end of the run,
+nor hold its row lock while the run waits for a record's guard. Reading through the same cursor
+sees what other runs committed meanwhile.
+
+Unlike a link, a stored document is a cache: losing the last ones in a crash of PostgreSQL
+itself costs reading their files again, never a duplicate. So its commit does not wait for the
+WAL flush (``synchronous_commit`` off for that transaction alone, sent with the INSERT): the
+commit is still atomic and visible to every other run at once, and a record's written link,
+committed next, flushes it to disk with its own WAL flush (the WAL is written in order).
 
 ``put`` is one ``INSERT ... ON CONFLICT DO UPDATE`` on the (integration, receipt) constraint, so
 two flows that read the same receipt at the same moment store one row, and neither fails.
@@ -27,6 +34,7 @@ class OdooDocumentCache(DocumentCache):
         self.integration_id = integration_id
         self._commit = commit or (lambda: None)
         self.hits = self.misses = self.puts = 0
+        self._company_id = None
 
     def get(self, receipt_key, modified):
         self.env.cr.execute(
@@ -46,9 +54,12 @@ class OdooDocumentCache(DocumentCache):
     def put(self, receipt_key, modified, document):
         self.puts += 1
         cr = self.env.cr
-        company_id = self.env["apicenter.integration"].browse(self.integration_id).company_id.id
+        if self._company_id is None:  # every commit empties the cache: read it once per run
+            integration = self.env["apicenter.integration"].browse(self.integration_id)
+            self._company_id = integration.company_id.id
         cr.execute(
             """
+            SET LOCAL synchronous_commit TO OFF;
             INSERT INTO apicenter_document AS doc
                 (integration_id, company_id, receipt_key, fingerprint, document, fetched_at,
                  create_uid, create_date, write_uid, write_date)
@@ -64,7 +75,7 @@ class OdooDocumentCache(DocumentCache):
             """,
             {
                 "integration": self.integration_id,
-                "company": company_id,
+                "company": self._company_id,
                 "receipt": str(receipt_key),
                 "fingerprint": str(modified),
                 "document": Json(document),

@@ -62,6 +62,25 @@ class TestDocumentStore(ApicenterCase):
                 }
             ).flush_recordset()
 
+    def test_a_put_is_committed_at_once_without_waiting_for_a_wal_flush(self):
+        commits = []
+
+        def commit():
+            # what the commit will apply to the transaction it ends
+            self.env.cr.execute("SHOW synchronous_commit")
+            commits.append(self.env.cr.fetchone()[0])
+
+        store = OdooDocumentCache(self.env, self.integration.id, commit=commit)
+        store.put("14", "fp-1", ENTRY)
+        self.assertEqual(commits, ["off"], "a cached document is committed at once, async")
+
+    def test_the_company_is_read_once_per_store_not_per_put(self):
+        store = self.store()
+        store.put("1", "fp", ENTRY)
+        self.env.invalidate_all()  # what a commit does to the cache between two puts
+        with self.assertQueryCount(1):
+            store.put("2", "fp", ENTRY)
+
     def test_no_file_is_kept_only_what_was_read(self):
         self.store().put("14", "fp-1", ENTRY)
         document = self.documents()
