@@ -496,6 +496,18 @@ class Flow(abc.ABC):
         keeps what the link had."""
         return None
 
+    def lookup_finds(self, item: SourceItem, payload: dict) -> bool:
+        """Whether the lookup before create (see the class docstring) would find this record
+        in the target once it is created: it has a deterministic key to be found by. True
+        by the create contract; a flow whose records may lack such a key (a customer with
+        neither number, corporate id nor e-mail) says so here.
+
+        It decides how a created record's link is stored: the link of a record the lookup
+        finds needs no disk flush of its own (lost in a crash of the link store, the next run
+        finds the record and adopts it); the link of one it cannot find is stored ``durable``
+        (see :class:`~bbvisma.linkstore.LinkStore`)."""
+        return True
+
     def after_write(
         self, item: SourceItem, action: Action, payload: dict, link: Link, response: Any
     ) -> None:
@@ -679,7 +691,13 @@ class Flow(abc.ABC):
             result.response = response = self.update(item, payload, link)
             target_key = link.target_key
         stored = ctx.links.put(
-            self.entity, item.key, target_key, new_hash, self.link_meta(item, payload, response)
+            self.entity,
+            item.key,
+            target_key,
+            new_hash,
+            self.link_meta(item, payload, response),
+            # the link of a create that no lookup could find again is its only memory
+            durable=action is Action.CREATE and not self.lookup_finds(item, payload),
         )
         self._batch_links[item.key] = stored
         result.action = action
@@ -687,7 +705,7 @@ class Flow(abc.ABC):
             self.after_write(item, action, payload, stored, response)
         except DataError:
             self._batch_links[item.key] = ctx.links.put(
-                self.entity, item.key, target_key, None, None
+                self.entity, item.key, target_key, None, None, durable=False
             )
             raise
 
@@ -909,7 +927,9 @@ class Flow(abc.ABC):
             if isinstance(failure, DataError):
                 try:
                     with ctx.links.guard(self.entity, item.key):
-                        ctx.links.put(self.entity, item.key, result.target_key, None, None)
+                        ctx.links.put(
+                            self.entity, item.key, result.target_key, None, None, durable=False
+                        )
                 except Exception as exc:  # the flag could not be stored: say so instead
                     failure = exc
             self._fail(result, failure)

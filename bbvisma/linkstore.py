@@ -168,7 +168,16 @@ def decide(link: Link | None, new_hash: str) -> Action:
 class LinkStore(abc.ABC):
     """Where links live. Implementations must store :meth:`put` at once (the Odoo layer: its
     own cursor, committed), because the engine relies on a created record's link surviving a
-    failure later in the same run."""
+    failure later in the same run.
+
+    *At once* means visible to every other run as soon as :meth:`put` returns, and surviving
+    the death of the process that stored it. Surviving a crash of the store itself (of
+    PostgreSQL) is asked for with ``durable=True``: the engine asks it for the link of a
+    created record that its lookup before create could not find again (see
+    :meth:`bbvisma.engine.Flow.lookup_finds`) -- that link is the only memory of the create.
+    Any other link (an update's new hash, a record the lookup finds) may have its durability
+    deferred to the store's next durable commit: losing it in a crash of the store costs a
+    lookup and an adoption, or an update sent again, never a duplicate."""
 
     @abc.abstractmethod
     def get(self, entity: str, source_key: str) -> Link | None:
@@ -186,9 +195,13 @@ class LinkStore(abc.ABC):
         target_key: str | None,
         content_hash: str | None,
         meta: dict[str, Any] | None = None,
+        *,
+        durable: bool = True,
     ) -> Link:
         """Create or update the link and stamp ``synced_at``. ``meta=None`` keeps the meta of
-        an existing link (``{}`` for a new one); a dict replaces it."""
+        an existing link (``{}`` for a new one); a dict replaces it. ``durable=False``: the
+        link may wait for the store's next durable commit to reach the disk (see the class
+        docstring); it is visible at once either way."""
 
     @abc.abstractmethod
     def find_by_target(self, entity: str, target_key: str) -> Link | None:
@@ -264,6 +277,8 @@ class MemoryLinkStore(LinkStore):
         target_key: str | None,
         content_hash: str | None,
         meta: dict[str, Any] | None = None,
+        *,
+        durable: bool = True,
     ) -> Link:
         with self._lock:
             self.calls["put"] += 1

@@ -300,8 +300,8 @@ class GatedLinks(LinkStore):
     def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
         return self.links.get_many(entity, source_keys)
 
-    def put(self, entity, source_key, target_key, content_hash, meta=None) -> Link:
-        return self.links.put(entity, source_key, target_key, content_hash, meta)
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True) -> Link:
+        return self.links.put(entity, source_key, target_key, content_hash, meta, durable=durable)
 
     def find_by_target(self, entity: str, target_key: str) -> Link | None:
         return self.links.find_by_target(entity, target_key)

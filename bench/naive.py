@@ -39,7 +39,7 @@ class NullLinkStore(LinkStore):
     def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
         return {}
 
-    def put(self, entity, source_key, target_key, content_hash, meta=None) -> Link:
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True) -> Link:
         return Link(
             entity,
             source_key,

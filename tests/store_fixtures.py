@@ -17,7 +17,7 @@ class NullLinkStore(LinkStore):
     def get_many(self, entity, source_keys):
         return {}
 
-    def put(self, entity, source_key, target_key, content_hash, meta=None):
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True):
         return Link(entity, source_key, target_key, content_hash)
 
     def find_by_target(self, entity, target_key):

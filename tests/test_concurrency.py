@@ -46,8 +46,8 @@ class UnguardedLinks(LinkStore):
     def get_many(self, entity, source_keys):
         return self.inner.get_many(entity, source_keys)
 
-    def put(self, entity, source_key, target_key, content_hash, meta=None):
-        return self.inner.put(entity, source_key, target_key, content_hash, meta)
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True):
+        return self.inner.put(entity, source_key, target_key, content_hash, meta, durable=durable)
 
     def find_by_target(self, entity, target_key):
         return self.inner.find_by_target(entity, target_key)

@@ -995,3 +995,43 @@ def test_unrecognizable_record_is_never_resent_after_a_lost_answer():
 )
 def test_refused_as_existing_recognizes_only_already_exists_refusals(error, expected):
     assert refused_as_existing(error) is expected
+
+
+# --------------------------------------------------------------------------------------------
+# Link durability: only the link that no lookup could replace must reach the disk on its own
+# --------------------------------------------------------------------------------------------
+class DurabilityLog(MemoryLinkStore):
+    """Records ``(source_key, durable)`` for every put."""
+
+    def __init__(self):
+        super().__init__()
+        self.puts: list[tuple[str, bool]] = []
+
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True):
+        self.puts.append((source_key, durable))
+        return super().put(entity, source_key, target_key, content_hash, meta)
+
+
+class KeylessToyFlow(ToyFlow):
+    """A flow whose created records its lookup could not find again."""
+
+    def lookup_finds(self, item, payload):
+        return False
+
+
+def test_links_of_records_the_lookup_finds_are_not_asked_to_be_durable():
+    flow, source, _target, _sink = make(2)
+    flow.ctx.links = store = DurabilityLog()
+    flow.run()
+    assert store.puts == [("10001", False), ("10002", False)]
+    source.change("10001", "2099-01-01T00:00:00", name="Renamed")
+    store.puts.clear()
+    flow.run(since=None)
+    assert store.puts == [("10001", False)], "an update's new hash is never durable"
+
+
+def test_the_link_of_a_create_no_lookup_could_find_again_is_durable():
+    flow, _source, _target, _sink = make(2, flow=KeylessToyFlow)
+    flow.ctx.links = store = DurabilityLog()
+    flow.run()
+    assert store.puts == [("10001", True), ("10002", True)]

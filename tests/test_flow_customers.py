@@ -10,6 +10,7 @@ from bbvisma.flows import FLOW_CLASSES
 from bbvisma.flows.customers import CustomersFlow, canonical_customer, classify
 from bbvisma.flows.defaults import default_mapping, default_value_maps
 from bbvisma.linkstore import MemoryLinkStore
+from bbvisma.mapper import Mapping
 from bbvisma.simulators.vismanet import default_seed as visma_default_seed
 
 
@@ -331,3 +332,30 @@ def test_a_small_batch_looks_each_new_debtor_up_instead_of_reading_every_custome
     # per-debtor lookups (by e-mail, by number): at least one per created customer, where the
     # index would have read one page
     assert len(lookups) >= 28
+
+
+# -- how a created customer's link is stored ---------------------------------------------------
+class DurabilityLog(MemoryLinkStore):
+    def __init__(self):
+        super().__init__()
+        self.durable: dict[str, bool] = {}
+
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True):
+        self.durable[source_key] = durable
+        return super().put(entity, source_key, target_key, content_hash, meta)
+
+
+def test_only_customers_no_lookup_could_find_again_get_a_durable_link(rig):
+    full = default_mapping("customers")
+    # without the number rule Visma.net numbers the customers
+    mapping = Mapping(full.name, [rule for rule in full.rules if rule.target != "number"])
+    rig.links = store = DurabilityLog()
+    ctx = rig.context(mapping=mapping, value_maps=default_value_maps(), settings={})
+    report = CustomersFlow(ctx).run()
+    created = {r.source_key: r for r in report.results if r.action is Action.CREATE}
+    assert {"10001", "10003", "10006"} <= set(created)
+    for key in created:
+        payload = created[key].payload
+        findable = bool(payload.get("corporateId") or created[key].source.get("email"))
+        assert store.durable[key] is (not findable), key
+    assert any(store.durable.values()) and not all(store.durable.values())

@@ -175,7 +175,9 @@ class BatchSink(AttachedRunSink):
 
     def save_batch(self, batch_id, attempt, state, message=None):
         """Write the batch row: what each record became over all attempts (a record an
-        earlier attempt created or updated and this one skipped was created or updated)."""
+        earlier attempt created or updated and this one skipped was created or updated).
+        Its commit waits for the WAL flush, which takes the batch's links along (see
+        ``linkstore``)."""
         batch = self.env["apicenter.run.batch"].browse(batch_id)
         actions = dict(batch.actions or {})
         for key, action in self.actions.items():

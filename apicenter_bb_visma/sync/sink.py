@@ -200,7 +200,11 @@ class OdooRunSink:
             self._flush()
 
     def batch_done(self, watermark, results=()):
-        """A batch is complete: persist its logs and counts, then its watermark and links."""
+        """A batch is complete: persist its logs and counts, then its watermark.
+
+        The counts' commit writes the run row, so it waits for its WAL flush -- which puts on
+        disk every link the batch committed without one (see ``linkstore``) before the
+        watermark moves past the batch."""
         self._flush()
         self._save_run({})
         if self.dry_run:

@@ -72,6 +72,19 @@ class TestLink(ApicenterCase):
         store.put("customer", "D-1", "500", "hash3", {})
         self.assertEqual(store.get("customer", "D-1").meta, {})
 
+    def test_only_a_durable_put_waits_for_its_wal_flush(self):
+        flushes = []
+
+        def commit():  # what the commit will apply to the transaction it ends
+            self.env.cr.execute("SHOW synchronous_commit")
+            flushes.append(self.env.cr.fetchone()[0])
+
+        store = OdooLinkStore(self.env, self.integration.id, commit=commit)
+        store.put("customer", "D-1", "500", "hash1")
+        store.put("customer", "D-2", "501", "hash2", durable=False)
+        self.assertEqual(flushes, ["on", "off"], "durable is the default")
+        self.assertEqual(store.get("customer", "D-2").target_key, "501")
+
     def test_link_store_finds_a_link_by_target_key(self):
         self._link(source_key="E-1", target_key="777")
         store = OdooLinkStore(self.env, self.integration.id)

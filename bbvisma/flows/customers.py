@@ -462,7 +462,7 @@ class CustomersFlow(RefusalMemory, Flow):
         new_number, how = self.create_or_adopt(
             find,
             lambda: visma.create_customer(payload),
-            recognizable=bool(number or corporate_id or email),
+            recognizable=self.lookup_finds(item, payload),
         )
         if self._index is not None:
             self._index.add({**payload, "number": new_number, "email": email})
@@ -471,6 +471,13 @@ class CustomersFlow(RefusalMemory, Flow):
         if how == "recovered":
             return new_number, {"number": new_number, "created": True, "recovered": True}
         return new_number, {"number": new_number, "created": True}
+
+    def lookup_finds(self, item: SourceItem, payload: dict) -> bool:
+        """A customer is found again by its number, corporate id or e-mail; one with none of
+        them (Visma.net numbers it) only by its link."""
+        return bool(
+            payload.get("number") or payload.get("corporateId") or self._source(item).get("email")
+        )
 
     def update(self, item: SourceItem, payload: dict, link: Link) -> Any:
         self.ctx.visma.update_customer(link.target_key, payload)
