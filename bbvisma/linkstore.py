@@ -293,6 +293,13 @@ class MemoryLinkStore(LinkStore):
                 self._by_target[(entity, target_key)] = source_key
             return replace(link, meta=dict(link.meta))
 
+    def delete(self, entity: str, source_key: str) -> None:
+        """Forget a record's link (as deleting its row in the link table does)."""
+        with self._lock:
+            old = self._links.pop((entity, source_key), None)
+            if old is not None and old.target_key:
+                self._by_target.pop((entity, old.target_key), None)
+
     def find_by_target(self, entity: str, target_key: str) -> Link | None:
         with self._lock:
             self.calls["find_by_target"] += 1

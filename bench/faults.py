@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bbvisma.engine import Action, RecordResult
-from bbvisma.linkstore import Link, LinkStore
+from bbvisma.linkstore import Link, LinkStore, MemoryLinkStore
 
 from .measure import CountingSink, flow_class
 from .rig import Rig, SqliteDocumentCache, make_rig
@@ -317,6 +317,68 @@ class GatedLinks(LinkStore):
 # --------------------------------------------------------------------------------------------
 # Cases
 # --------------------------------------------------------------------------------------------
+class CrashableLinks(LinkStore):
+    """The rig's link store as PostgreSQL keeps it for the Odoo layer: a put with
+    ``durable=False`` is visible at once but reaches the disk only with the next synchronous
+    commit -- a durable put, or the commit that ends a batch (:meth:`flush`, called by the
+    sink); :meth:`crash` loses every put that had not reached it, as a crash of PostgreSQL
+    would."""
+
+    def __init__(self, links: MemoryLinkStore):
+        self.links = links
+        #: ``(entity, source key, link before the put)`` of the puts not on disk yet
+        self._unflushed: list[tuple[str, str, Link | None]] = []
+
+    def get(self, entity: str, source_key: str) -> Link | None:
+        return self.links.get(entity, source_key)
+
+    def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
+        return self.links.get_many(entity, source_keys)
+
+    def find_by_target(self, entity: str, target_key: str) -> Link | None:
+        return self.links.find_by_target(entity, target_key)
+
+    def guard(self, entity: str, source_key: str) -> contextlib.AbstractContextManager:
+        return self.links.guard(entity, source_key)
+
+    def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True) -> Link:
+        before = self.links.get(entity, source_key)
+        link = self.links.put(entity, source_key, target_key, content_hash, meta)
+        if durable:
+            self.flush()  # the WAL is flushed in order: everything before it is on disk too
+        else:
+            self._unflushed.append((entity, str(source_key), before))
+        return link
+
+    def flush(self) -> None:
+        self._unflushed.clear()
+
+    def crash(self) -> int:
+        """Lose the puts not on disk yet; returns how many were lost."""
+        lost = len(self._unflushed)
+        for entity, source_key, before in reversed(self._unflushed):
+            if before is None:
+                self.links.delete(entity, source_key)
+            else:
+                self.links.put(
+                    entity, source_key, before.target_key, before.content_hash, before.meta
+                )
+        self._unflushed.clear()
+        return lost
+
+
+class CrashSink(FaultSink):
+    """Ends each batch with the commit that flushes its links (the Odoo sink's counts)."""
+
+    def __init__(self, links: CrashableLinks, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.links = links
+
+    def batch_done(self, watermark: str | None, results: list[RecordResult]) -> None:
+        self.links.flush()
+        super().batch_done(watermark, results)
+
+
 @dataclass
 class FaultCase:
     """One fault. ``arrange(rig)`` injects it before the first run and may return a sink
@@ -421,6 +483,22 @@ def _kill_after(k: int) -> Callable[[Rig], FaultSink]:
     return arrange
 
 
+def _database_crash_after(k: int) -> Callable[[Rig], FaultSink]:
+    """PostgreSQL crashes (and the worker with it) after ``k`` records: the links the batch
+    in flight committed without a WAL flush of their own are lost."""
+
+    def arrange(rig: Rig) -> FaultSink:
+        rig.links = links = CrashableLinks(rig.links)
+
+        def crash() -> None:
+            lost = links.crash()
+            raise WorkerKilled(f"PostgreSQL crashed after {k} records, {lost} link(s) lost")
+
+        return CrashSink(links, after=k, hook=crash)
+
+    return arrange
+
+
 def _compose(*steps: Callable[[Rig], Any]) -> Callable[[Rig], FaultSink | None]:
     def arrange(rig: Rig) -> FaultSink | None:
         sink = None
@@ -470,6 +548,7 @@ def build_cases() -> list[FaultCase]:
                 _add("drop_after_commit", create, method="POST", after=3, times=2),
             ),
             FaultCase("worker killed mid-batch", flow, _kill_after(BATCH + 2)),
+            FaultCase("PostgreSQL crashed mid-batch", flow, _database_crash_after(BATCH + 2)),
             FaultCase(
                 "two runs at once",
                 flow,
@@ -497,6 +576,12 @@ def build_cases() -> list[FaultCase]:
             **indexed,
         ),
         FaultCase("worker killed mid-batch, per-run index", "orders", _kill_after(5), **indexed),
+        FaultCase(
+            "PostgreSQL crashed mid-batch, per-run index",
+            "orders",
+            _database_crash_after(5),
+            **indexed,
+        ),
         FaultCase("two runs at once, per-run index", "orders", lambda rig: None, True, **indexed),
     ]
     # the source side: debtor pages; receipt pages and files (read per record by products
