@@ -17,8 +17,10 @@ What is measured, per run:
                every link read and write (each put is committed at once, by design), the
                per-batch commits, the chatter summary -- the Odoo layer's whole cost
 ``queries``    SQL statements sent by Odoo during the run (``odoo.sql_db.sql_counter``)
-``link_commit_s``  of ``odoo_s``: waiting for the commits of the link puts -- each one a WAL
-               flush to disk, the floor of a written record's cost on this machine
+``link_commit_s``  of ``odoo_s``: waiting for the commits of the link puts (and of the stored
+               documents). Only the link of a create that no lookup could find again waits
+               for its WAL flush; the others are committed with ``synchronous_commit`` off and
+               reach the disk with their batch's commit (``sync/linkstore.py``)
 ``odoo_cpu_ms_per_record``  the Odoo side in CPU time of the run's thread (``thread_time``),
                which other processes on a shared machine do not inflate
 
@@ -195,9 +197,10 @@ def odoo_runs(db: str, ns: list[int], flows: list[str]) -> tuple[list[dict[str, 
     note = (
         f"Database {db}; Odoo {_odoo_version()}; PostgreSQL on "
         f"{os.environ.get('ODOO_DB_HOST', '127.0.0.1')}. Each link put is committed at once "
-        "(the engine's contract): a written record waits for one WAL flush, shown apart as "
-        "'link commits'; log lines are inserted 200 at a time. 'Odoo-side CPU' is the run "
-        "thread's CPU time on the Odoo side: not inflated by other processes on a shared "
+        "(the engine's contract), shown apart as 'link commits'; only the link of a create "
+        "that no lookup could find again waits for its WAL flush, the others reach the disk "
+        "with their batch's commit; log lines are inserted 200 at a time. 'Odoo-side CPU' is "
+        "the run thread's CPU time on the Odoo side: not inflated by other processes on a shared "
         "machine, but without PostgreSQL's own work."
     )
     return rows, note
@@ -285,7 +288,7 @@ def _measure(registry: Any, rig: Rig, n: int, flows: list[str]) -> list[dict[str
         timers.wrap(Flow, "run", "engine"),
         timers.wrap(OdooRunSink, "record", "sink.record"),
         timers.wrap(OdooRunSink, "batch_done", "sink.batch_done"),
-        # the durable commit of each link put (the WAL flush a created record waits for)
+        # the commit of each link put (a WAL flush only for a link no lookup could replace)
         timers.wrap_within(OdooRunSink, "commit", "commit.link", "links"),
         timers.wrap(OdooLinkStore, "get_many", "links.get_many"),
         timers.wrap(OdooLinkStore, "get", "links.get"),
