@@ -611,6 +611,7 @@ class Transport:
             self._emit(exchange, started, error=error)
             raise error from None
 
+        _release_stream(response)
         if self.pacer is not None:
             self.pacer.after(response)
         exchange.status = response.status_code
@@ -646,6 +647,22 @@ class Transport:
 
     def _say(self, text: str) -> str:
         return self.redactor.redact_text(text)
+
+
+def _release_stream(response: httpx.Response) -> None:
+    """Break httpx's reference cycle between a read response and its stream.
+
+    httpx 0.28 binds each response's stream to the response (``BoundSyncStream._response``,
+    to set ``elapsed`` on close), so every response is garbage in a cycle once it is dropped:
+    freed only by the cyclic collector, whose full collections come rarer the more objects a
+    process keeps -- a worker that reads thousands of pages keeps many of them (and their
+    bodies, up to a few hundred KiB a page) alive for no reason, more the larger it is
+    (encode/httpx#3733). The body was read and the stream closed when ``request`` returned;
+    giving the response a plain stream over that body drops the bound one, and the response
+    is freed as soon as the last reference to it goes."""
+    if not response.is_closed:
+        return
+    response.stream = httpx.ByteStream(response.content)
 
 
 # --------------------------------------------------------------------------------------------

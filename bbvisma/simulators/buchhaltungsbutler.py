@@ -158,6 +158,22 @@ class Company:
     transactions: dict[int, dict[str, Any]] = field(default_factory=dict)
     calls: deque = field(default_factory=deque)
     last_batch: float | None = None
+    #: the debtors' numbers in list order, kept between list calls (a list page costs its
+    #: page, as a server's index makes it, not a sort of every debtor); see :meth:`add_debtor`
+    _debtor_order: list[str] | None = field(default=None, repr=False)
+
+    def add_debtor(self, record: dict[str, Any]) -> None:
+        """Store a debtor (new or replaced) under its posting account number."""
+        number = record["postingaccount_number"]
+        if number not in self.debtors:
+            self._debtor_order = None
+        self.debtors[number] = record
+
+    def debtor_order(self) -> list[str]:
+        """The debtors' numbers in the order /settings/get/debtors lists them."""
+        if self._debtor_order is None or len(self._debtor_order) != len(self.debtors):
+            self._debtor_order = sorted(self.debtors, key=int)
+        return self._debtor_order
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +305,7 @@ class BBSimulator(SimulatorBase):
                 for debtor in spec.get("debtors", []):
                     record = self._stamp(dict(debtor), loaded_at)
                     record["postingaccount_number"] = str(record["postingaccount_number"])
-                    company.debtors[record["postingaccount_number"]] = record
+                    company.add_debtor(record)
                 for receipt in spec.get("receipts", []):
                     record = self._stamp(dict(receipt), loaded_at)
                     company.receipts[int(record["id_by_customer"])] = record
@@ -383,7 +399,7 @@ class BBSimulator(SimulatorBase):
             for debtor in debtors:
                 record = self._stamp(dict(debtor), loaded_at)
                 record["postingaccount_number"] = str(record["postingaccount_number"])
-                company.debtors[record["postingaccount_number"]] = record
+                company.add_debtor(record)
                 added += 1
             for receipt in receipts:
                 record = self._stamp(dict(receipt), loaded_at)
@@ -612,8 +628,8 @@ class BBSimulator(SimulatorBase):
     def _get_debtors(self, company: Company, body: dict, _request: SimRequest) -> SimResponse:
         spec_path = "/settings/get/debtors"
         limit, offset = self._paged(spec_path, body, DEBTOR_DEFAULT_LIMIT, self.debtor_max_limit)
-        ordered = sorted(company.debtors.values(), key=lambda d: int(d["postingaccount_number"]))
-        return self._list([self._debtor_out(d) for d in ordered[offset : offset + limit]])
+        page = company.debtor_order()[offset : offset + limit]
+        return self._list([self._debtor_out(company.debtors[number]) for number in page])
 
     def _check_debtor_fields(self, spec_path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Value checks of add/update debtor; returns the cleaned fields to store."""
@@ -667,7 +683,7 @@ class BBSimulator(SimulatorBase):
             used = [int(n) for n in company.debtors] or [DEBTOR_ACCOUNT_RANGE[0]]
             number = str(max(max(used) + 1, DEBTOR_ACCOUNT_RANGE[0] + 1))
         record = {"postingaccount_number": number, **clean, "_modified": self.clock.now()}
-        company.debtors[number] = record
+        company.add_debtor(record)
         return record
 
     def _add_debtor(self, company: Company, body: dict, _request: SimRequest) -> SimResponse:
