@@ -21,14 +21,20 @@ lives for one run and is never stored.
 
 from __future__ import annotations
 
+import heapq
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable
 
 __all__ = ["HashIndex", "text_hash"]
 
 #: keys added after the index was built are kept in a dict until there are this many, then
-#: merged into the sorted arrays (one sort per this many additions)
+#: merged into the sorted arrays (one merge per this many additions)
 MERGE_EVERY = 4096
+#: keys appended while building are sorted in runs of this many, merged by :meth:`seal`: a
+#: sort of every key at once would need some 80 bytes a key beside the index (Python ints and
+#: a list of positions), five times the index itself
+RUN = 4096
 
 
 def text_hash(text: str | None) -> int:
@@ -41,27 +47,34 @@ class HashIndex:
     :meth:`append` for every key of the list, then :meth:`seal`; :meth:`add` afterwards for
     what the run creates."""
 
-    __slots__ = ("_keys", "_values", "_recent", "_sealed")
+    __slots__ = ("_keys", "_values", "_recent", "_sealed", "_runs", "_pending")
 
     def __init__(self) -> None:
         self._keys = array("q")
         self._values = array("q")
         self._recent: dict[int, int] = {}
         self._sealed = False
+        #: sorted runs of ``(keys, values)`` appended while building, and the run being filled
+        self._runs: list[tuple[array, array]] = []
+        self._pending: list[tuple[int, int]] = []
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._recent)
+        building = sum(len(keys) for keys, _values in self._runs) + len(self._pending)
+        return len(self._keys) + len(self._recent) + building
 
     def append(self, key: str, value: str | None = None) -> None:
         """Add a key while building (unsorted until :meth:`seal`)."""
         if self._sealed:
             raise RuntimeError("HashIndex.append after seal(): use add()")
-        self._keys.append(hash(key))
-        self._values.append(text_hash(value))
+        self._pending.append((hash(key), text_hash(value)))
+        if len(self._pending) >= RUN:
+            self._close_run()
 
     def seal(self) -> HashIndex:
-        """Sort what :meth:`append` collected; the index can be read from now on."""
-        self._sort()
+        """Merge what :meth:`append` collected; the index can be read from now on."""
+        self._close_run()
+        runs, self._runs = self._runs, []
+        self._keys, self._values = _merged(zip(keys, values, strict=True) for keys, values in runs)
         self._sealed = True
         return self
 
@@ -69,11 +82,9 @@ class HashIndex:
         """Add a key to a sealed index (what the run itself created)."""
         self._recent[hash(key)] = text_hash(value)
         if len(self._recent) >= MERGE_EVERY:
-            for key_hash, value_hash in self._recent.items():
-                self._keys.append(key_hash)
-                self._values.append(value_hash)
+            recent = sorted(self._recent.items())
             self._recent.clear()
-            self._sort()
+            self._keys, self._values = _merged([zip(self._keys, self._values, strict=True), recent])
 
     def __contains__(self, key: str) -> bool:
         return self.value_hash(key) is not None
@@ -92,8 +103,20 @@ class HashIndex:
             return self._values[at]
         return None
 
-    def _sort(self) -> None:
-        keys, values = self._keys, self._values
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        self._keys = array("q", (keys[at] for at in order))
-        self._values = array("q", (values[at] for at in order))
+    def _close_run(self) -> None:
+        if not self._pending:
+            return
+        self._pending.sort()
+        self._runs.append(
+            (array("q", (k for k, _v in self._pending)), array("q", (v for _k, v in self._pending)))
+        )
+        self._pending = []
+
+
+def _merged(runs: Iterable[Iterable[tuple[int, int]]]) -> tuple[array, array]:
+    """Sorted runs of ``(key hash, value hash)`` merged into two arrays, one pair at a time."""
+    keys, values = array("q"), array("q")
+    for key_hash, value_hash in heapq.merge(*runs):
+        keys.append(key_hash)
+        values.append(value_hash)
+    return keys, values

@@ -66,3 +66,28 @@ def test_customer_index_answers_numbers_emails_and_corporate_ids():
     assert index.numbers.value_hash("000009") == text_hash("kunde 9 gmbh")
     index.add({"number": "X1", "name": "Neu", "email": "neu@example.de"})
     assert "X1" in index.numbers and "neu@example.de" in index.emails
+
+
+def test_keys_appended_over_many_runs_are_all_found_in_order(monkeypatch):
+    monkeypatch.setattr(hashindex, "RUN", 7)  # 1000 keys: 143 sorted runs merged by seal()
+    index = sealed([(f"C{n}", f"name {n}") for n in range(1000)])
+    assert len(index) == 1000
+    assert all(index.value_hash(f"C{n}") == text_hash(f"name {n}") for n in range(1000))
+    assert list(index._keys) == sorted(index._keys)
+    assert "C1000" not in index
+
+
+def test_building_an_index_needs_little_beside_the_index_itself():
+    import tracemalloc
+
+    pairs = [(f"C{n}", f"name {n}") for n in range(50_000)]
+    tracemalloc.start()
+    try:
+        index = sealed(pairs)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = 16 * len(index)  # two arrays of 64-bit hashes
+    # the merge holds the runs and the merged arrays at once (2 x size) plus one run; a sort of
+    # all keys at once needed some 80 bytes a key besides
+    assert peak < 2.5 * size, (peak, size)
