@@ -304,6 +304,7 @@ class RefusalMemory:
                         None,
                         self.hash_payload(payload),
                         {"refused": exc.message, "refused_cause": f"refused:{exc.cause_key}"},
+                        durable=False,  # no record behind it: lost, the create is tried again
                     )
             raise
 

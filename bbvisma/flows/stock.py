@@ -432,7 +432,10 @@ class StockFlow(Flow):
         for sku in payload.get("checked_skus") or []:
             key = self._item_key(warehouse, sku)
             digest = self._item_hash(warehouse, sku, Decimal(payload["derived"][sku]))
-            self.ctx.links.put(ITEM_ENTITY, key, sku, digest, {"adjustment": adjustment})
+            # a cache of the quantity last brought into Visma.net: lost, it costs a read
+            self.ctx.links.put(
+                ITEM_ENTITY, key, sku, digest, {"adjustment": adjustment}, durable=False
+            )
 
     def link_meta(self, item: SourceItem, payload: dict, response: Any) -> dict | None:
         old = self.link_for(item)
