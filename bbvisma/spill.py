@@ -99,11 +99,14 @@ class SpillMap:
         self._count += 1
 
     def trim(self) -> None:
-        """Write the least recently used values to disk until ``memory_items`` are left."""
+        """With more than ``memory_items`` values in memory, write the least recently used to
+        disk until a quarter of the bound is free again (so a transaction writes many rows,
+        not the few one document adds)."""
         self._writing()
-        excess = len(self._front) - self.memory_items
-        if excess > 0:
-            self._store(self._front.popitem(last=False) for _ in range(excess))
+        if len(self._front) <= self.memory_items:
+            return
+        excess = len(self._front) - (self.memory_items - self.memory_items // 4)
+        self._store(self._front.popitem(last=False) for _ in range(excess))
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """Every ``(key, value)``, sorted by key, streamed; no :meth:`get`, :meth:`add` or
