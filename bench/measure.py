@@ -21,10 +21,24 @@ Rig` and returns a :class:`RunMeasure`. The numbers and how they are obtained:
                      simulators' new state, the link store -- data that lives in other
                      systems or the database in production); ``transient_kib`` = peak -
                      retained: the working set of the run itself, which must not grow with N
+``sqlite_peak_kib``/``sqlite_retained_kib`` (with ``memory=True``) the same for SQLite's own
+                     heap (page caches, statements), which tracemalloc cannot see: SQLite's
+                     ``sqlite3_memory_highwater``/``sqlite3_memory_used`` counters, read
+                     through the library the ``sqlite3`` module uses (:class:`SqliteHeap`;
+                     ``None`` where they cannot be read). A flow that keeps state in a
+                     temporary database (the products catalog beyond its memory bound) is
+                     judged on ``transient_kib + sqlite_transient_kib``
+``rss_growth_kib``   (with ``memory=True``, Linux) the process's resident set high-water mark
+                     during the run (``VmHWM``, reset through ``/proc/self/clear_refs``) minus
+                     its resident set before it. Coarse: it includes the retained data,
+                     tracemalloc's own bookkeeping, and Python reuses memory freed by earlier
+                     runs without the resident set growing; a cross-check that nothing outside
+                     both heaps grows, not a target
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import math
 import time
@@ -72,6 +86,65 @@ def flow_class(flow_type: str) -> type[Flow]:
         ):
             return value
     raise LookupError(f"no flow class for {flow_type!r}")
+
+
+class SqliteHeap:
+    """SQLite's heap counters (``sqlite3_memory_used``, ``sqlite3_memory_highwater``) from the
+    SQLite library the ``sqlite3`` module is linked with; :attr:`available` is false where they
+    cannot be read (then the figures are ``None``)."""
+
+    def __init__(self) -> None:
+        try:
+            import _sqlite3
+
+            lib = ctypes.CDLL(_sqlite3.__file__)  # the loaded module; its SQLite's symbols
+            self._used = lib.sqlite3_memory_used
+            self._highwater = lib.sqlite3_memory_highwater
+        except (ImportError, OSError, AttributeError):
+            self._used = self._highwater = None
+            return
+        self._used.restype = self._highwater.restype = ctypes.c_int64
+        self._used.argtypes = []
+        self._highwater.argtypes = [ctypes.c_int]
+
+    @property
+    def available(self) -> bool:
+        return self._used is not None
+
+    def start(self) -> int | None:
+        """The bytes in use now; the high-water mark starts again from here."""
+        if self._highwater is None:
+            return None
+        self._highwater(1)
+        return self._used()
+
+    def stop(self) -> tuple[int, int] | None:
+        """``(bytes in use, high-water mark since start())``."""
+        if self._used is None:
+            return None
+        return self._used(), self._highwater(0)
+
+
+def _rss_kib(field_name: str) -> int | None:
+    """``VmRSS``/``VmHWM`` of this process in KiB (Linux), ``None`` elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for text in status:
+                if text.startswith(field_name + ":"):
+                    return int(text.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _rss_start() -> int | None:
+    """Reset the resident set's high-water mark (Linux >= 4.0); the resident set now."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+    except OSError:
+        return None
+    return _rss_kib("VmRSS")
 
 
 class CountingSink:
@@ -132,6 +205,9 @@ class RunMeasure:
     master_records: int = 0
     peak_kib: float | None = None
     retained_kib: float | None = None
+    sqlite_peak_kib: float | None = None
+    sqlite_retained_kib: float | None = None
+    rss_growth_kib: float | None = None
     watermark: str | None = None
 
     # -- derived ------------------------------------------------------------------------------
@@ -174,6 +250,20 @@ class RunMeasure:
         return max(0.0, self.peak_kib - max(0.0, self.retained_kib))
 
     @property
+    def sqlite_transient_kib(self) -> float | None:
+        if self.sqlite_peak_kib is None or self.sqlite_retained_kib is None:
+            return None
+        return max(0.0, self.sqlite_peak_kib - max(0.0, self.sqlite_retained_kib))
+
+    @property
+    def run_transient_kib(self) -> float | None:
+        """The run's working set in both heaps: tracemalloc's transient plus SQLite's (their
+        peaks may fall at different moments, so the sum is an upper bound)."""
+        if self.transient_kib is None:
+            return None
+        return self.transient_kib + (self.sqlite_transient_kib or 0.0)
+
+    @property
     def call_budget(self) -> float:
         """1.05 x records written + one page per pageSize of the flow's master data + one page
         for each other master-data list the run paged through unfiltered."""
@@ -193,6 +283,8 @@ class RunMeasure:
             "visma_per_written",
             "bb_per_read",
             "transient_kib",
+            "sqlite_transient_kib",
+            "run_transient_kib",
             "call_budget",
         ):
             data[name] = getattr(self, name)
@@ -219,6 +311,9 @@ def measure_run(
     since = rig.watermarks.get(flow_type)
     gc.collect()
     if memory:
+        sqlite_heap = SqliteHeap()
+        rss_base = _rss_start()
+        sqlite_base = sqlite_heap.start()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
@@ -235,6 +330,8 @@ def measure_run(
             gc.collect()
             current, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
+            sqlite_end = sqlite_heap.stop()
+            rss_peak = _rss_kib("VmHWM") if rss_base is not None else None
     if report.watermark is not None:
         rig.watermarks[flow_type] = report.watermark
     m = RunMeasure(flow_type, n, label)
@@ -265,6 +362,11 @@ def measure_run(
     if memory:
         m.peak_kib = (peak - base) / 1024.0
         m.retained_kib = (current - base) / 1024.0
+        if sqlite_base is not None and sqlite_end is not None:
+            m.sqlite_retained_kib = (sqlite_end[0] - sqlite_base) / 1024.0
+            m.sqlite_peak_kib = (sqlite_end[1] - sqlite_base) / 1024.0
+        if rss_base is not None and rss_peak is not None:
+            m.rss_growth_kib = float(rss_peak - rss_base)
     return m, report
 
 

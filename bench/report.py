@@ -136,19 +136,24 @@ def _call_mix(m: RunMeasure) -> str:
 
 
 def _memory_targets(memory: list[RunMeasure]) -> list[tuple[bool, str]]:
+    """Per flow and run (full, no-change): the run's transient peak (Python heap + SQLite's,
+    :attr:`RunMeasure.run_transient_kib`) at the smallest and the largest N."""
     lines = []
-    full = [m for m in memory if m.label == "full" and m.transient_kib is not None]
-    for flow in dict.fromkeys(m.flow for m in full):
-        series = sorted((m.n, m.transient_kib) for m in full if m.flow == flow)
+    measured = [m for m in memory if m.run_transient_kib is not None]
+    for flow, label in dict.fromkeys((m.flow, m.label) for m in measured):
+        series = sorted(
+            (m.n, m.run_transient_kib) for m in measured if (m.flow, m.label) == (flow, label)
+        )
         if len(series) < 2:
             continue
         (n0, t0), (n1, t1) = series[0], series[-1]
         growth = t1 / t0 if t0 else math.inf
         allowed = FLAT_FACTOR * max(1.0, math.log10(n1 / n0))
+        run = "" if label == "full" else f" ({label} run)"
         lines.append(
             (
                 growth <= allowed,
-                f"memory, {flow}: transient peak {_f(t0 / 1024, 1)} MiB at N={n0} -> "
+                f"memory, {flow}{run}: transient peak {_f(t0 / 1024, 1)} MiB at N={n0} -> "
                 f"{_f(t1 / 1024, 1)} MiB at N={n1} (x{_f(growth, 2)}; flat means <= "
                 f"x{_f(allowed, 1)} for N x{n1 // n0})",
             )
@@ -190,13 +195,20 @@ def _virtual(seconds: float) -> str:
 
 def memory_table(memory: list[RunMeasure]) -> list[str]:
     lines = [
-        "| flow | N | run | peak MiB | retained MiB | transient MiB |",
-        "|---|---:|---|---:|---:|---:|",
+        "| flow | N | run | peak MiB | retained MiB | transient MiB | SQLite peak MiB | "
+        "SQLite retained MiB | SQLite transient MiB | run transient MiB | RSS growth MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def mib(kib: float | None) -> str:
+        return _f(kib / 1024, 2) if kib is not None else "-"
+
     for m in memory:
         lines.append(
-            f"| {m.flow} | {m.n:,} | {m.label} | {_f((m.peak_kib or 0) / 1024, 2)} | "
-            f"{_f((m.retained_kib or 0) / 1024, 2)} | {_f((m.transient_kib or 0) / 1024, 2)} |"
+            f"| {m.flow} | {m.n:,} | {m.label} | {mib(m.peak_kib)} | {mib(m.retained_kib)} | "
+            f"{mib(m.transient_kib)} | {mib(m.sqlite_peak_kib)} | "
+            f"{mib(m.sqlite_retained_kib)} | {mib(m.sqlite_transient_kib)} | "
+            f"{mib(m.run_transient_kib)} | {mib(m.rss_growth_kib)} |"
         )
     return lines
 
@@ -317,7 +329,12 @@ def render(result: BenchResult, command: str) -> str:
             "`peak`: the highest traced allocation during the run above the level before it; "
             "`retained`: still allocated after it (new simulator state, links -- what lives "
             "in the other systems or the database in production); `transient` = peak - "
-            "retained, the run's own working set.",
+            "retained, the run's own working set. `SQLite ...`: the same for SQLite's own heap "
+            "(page caches of the document cache and of temporary databases), which "
+            "tracemalloc does not see; `run transient` = transient + SQLite transient, what "
+            "the targets judge. `RSS growth`: the process's resident set high-water mark "
+            "during the run minus its resident set before (coarse: includes retained data "
+            "and tracemalloc's bookkeeping; see `bench/measure.py`).",
             "",
             *memory_table(result.memory),
         ]

@@ -458,3 +458,155 @@ def test_an_existing_item_that_has_the_barcode_gets_no_second_one(rig, batch_siz
     assert result.action is Action.CREATE
     assert result.response == {"created": False, "existed": True, "barcode_added": None}
     assert not writes(rig, "/v1/inventory/TB100A4/crossReferences")
+
+
+# --------------------------------------------------------------------------------------------
+# a catalog larger than its memory bound (entries spilled to a temporary database)
+# --------------------------------------------------------------------------------------------
+def _mixed_documents(count: int, seed: int = 5) -> list[tuple[str, object]]:
+    """``count`` documents over ~40 SKUs that exercise every rule of the catalog: newest wins
+    (with same-day ties broken by receipt id), credit notes, foreign currencies, free lines,
+    GTINs, classifications, lines without a SKU, variants grouped and refused, non-ASCII SKUs
+    (sorted by code point: ``Z...`` before ``b...`` before ``Ä...``), a SKU sold only in NOK."""
+    import random
+
+    from bbvisma.records import Classification
+
+    rng = random.Random(seed)
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    template = ubl.lines[0]
+    colours = ["Rot", "Blau", "Grün"]
+    plain = [f"P{index:03d}" for index in range(20)] + ["ÄPFEL", "ZANGE", "bolt", "öl", "Öl"]
+    shirts = [f"SHIRT{group}-{colour}" for group in range(4) for colour in colours]
+    documents = []
+    for number in range(1, count + 1):
+        currency = rng.choice(["EUR", "EUR", "EUR", "NOK"])
+        lines = []
+        for _ in range(rng.randint(1, 8)):
+            sku = rng.choice(plain + shirts + [None] + (["FJORD"] if currency == "NOK" else []))
+            if sku is None:
+                lines.append(line(template, sku=None, name="Versand"))
+                continue
+            characteristics = {}
+            if sku.startswith("SHIRT"):
+                group, colour = sku[5], sku.split("-")[1]
+                # group 3 sometimes says another material: refused as variants
+                material = "Wolle" if group == "3" and rng.random() < 0.3 else "Baumwolle"
+                characteristics = {"Farbe": colour, "Material": material}
+                if group == "2":  # no variant dimension differs: not grouped
+                    characteristics = {"Material": "Baumwolle"}
+            lines.append(
+                line(
+                    template,
+                    sku=sku,
+                    name=f"{sku} v{number}",
+                    price=rng.choice(["0", "9.90", "12.5", "100"]),
+                    quantity=str(rng.randint(1, 5)),
+                    characteristics=characteristics,
+                    gtin=rng.choice([None, f"40{number:011d}"]),
+                    vat_rate=rng.choice([Decimal("19"), Decimal("19.00"), Decimal("7")]),
+                    classifications=rng.choice(
+                        [[], [Classification(code=str(number), list_id="STI")]]
+                    ),
+                )
+            )
+        documents.append(
+            (
+                str(number),
+                document(
+                    ubl,
+                    lines,
+                    number=f"R-{number}",
+                    issue_date=dt.date(2025, 1, 1) + dt.timedelta(days=rng.randint(0, 20)),
+                    type_code=rng.choice(["380", "380", "380", "381", "384"]),
+                    currency=currency,
+                ),
+            )
+        )
+    return documents
+
+
+def _everything(catalog: ProductCatalog, skus: list[str]) -> dict:
+    """What a flow can ask a catalog, as JSON (so 19 and 19.00 stay apart)."""
+    return {
+        "products": [p.model_dump(mode="json") for p in catalog.products()],
+        "one_by_one": {
+            sku: (catalog.product(sku).model_dump(mode="json"), catalog.notes_of(sku))
+            for sku in skus
+        },
+        "len": len(catalog),
+    }
+
+
+def test_a_catalog_spilled_to_disk_yields_exactly_the_products_of_one_kept_in_memory():
+    """The memory bound changes where the entries are, never a product, a note or the order:
+    the same documents folded into a catalog that keeps everything in memory and one that
+    keeps 3 SKUs (the rest in its temporary database) give equal answers -- also after more
+    documents come in once the products were read (entries read back, grouped anew)."""
+    documents = _mixed_documents(120)
+    settings = {"variant_dimensions": "Farbe,Größe", "base_pattern": r"^(?P<base>[^-]+)-.+$"}
+    memory = ProductCatalog(**settings, memory_skus=10_000)
+    spilled = ProductCatalog(**settings, memory_skus=3)
+    for receipt_id, doc in documents[:80]:
+        memory.add(receipt_id, doc)
+        spilled.add(receipt_id, doc)
+    assert spilled.spilled and not memory.spilled and len(memory) > 30
+    skus = [p.sku for p in memory.products()]
+    first = _everything(memory, skus)
+    assert _everything(spilled, skus) == first
+    for receipt_id, doc in documents[80:]:
+        memory.add(receipt_id, doc)
+        spilled.add(receipt_id, doc)
+    skus = [p.sku for p in memory.products()]
+    second = _everything(memory, skus)
+    assert _everything(spilled, skus) == second
+    assert second != first
+    # the documents did exercise the rules compared above
+    assert skus.index("ZANGE") < skus.index("bolt") < skus.index("ÄPFEL") < skus.index("Öl")
+    assert skus.index("Öl") < skus.index("öl")
+    products = second["products"]
+    assert {p["base_sku"] for p in products} >= {"SHIRT0", "SHIRT1", None}
+    notes = [note for _product, sku_notes in second["one_by_one"].values() for note in sku_notes]
+    assert any("do not differ in a variant dimension" in note for note in notes)
+    assert any("sold only in NOK" in note for note in notes)
+    assert {p["vat_rate"] for p in products} >= {"19", "19.00"}
+    assert any(p["gtin"] for p in products) and any(p["classifications"] for p in products)
+
+
+def test_a_catalog_of_many_skus_holds_no_more_than_its_bound_in_memory():
+    """5 000 SKUs, 200 kept in memory: what the catalog holds in Python's heap after the fold
+    stays a fraction of what the same catalog holds with every entry in memory (the
+    documents stream by and are not kept in either case)."""
+    import gc
+    import tracemalloc
+
+    ubl = reference("einvoices/ubl/ubl-21-en16931.xml")
+    template = ubl.lines[0]
+
+    def fold(memory_skus: int) -> tuple[int, ProductCatalog]:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            catalog = ProductCatalog(memory_skus=memory_skus)
+            for number in range(50):
+                lines = [
+                    line(template, sku=f"SKU{number:02d}{index:03d}", name=f"Artikel {index}")
+                    for index in range(100)
+                ]
+                doc = document(ubl, lines, number=str(number), issue_date=dt.date(2025, 1, 1))
+                catalog.add(str(number), doc)
+            del doc, lines
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        return held, catalog
+
+    in_memory, kept = fold(10_000)
+    bounded, spilled = fold(200)
+    assert len(kept) == len(spilled) == 5000
+    assert spilled.spilled and not kept.spilled
+    assert in_memory > 1024 * 1024  # ~0.5 KiB per SKU: the measurement sees the entries
+    assert bounded < in_memory / 5
+    assert [p.sku for p in spilled.products()] == [p.sku for p in kept.products()]

@@ -11,7 +11,9 @@ Why a full aggregation per run instead of a delta: a product is a fold over *all
 that mention its SKU (the newest one wins). Receipts are listed page by page (500 per call)
 and their documents come from the shared cache (:class:`~bbvisma.flows.documents.
 ReceiptDocuments`), so an unchanged receipt costs no file fetch; the catalog keeps one small
-entry per SKU, never the documents. Unchanged products cost no Visma.net call (link hash).
+entry per SKU, never the documents, and beyond a bound (``MEMORY_SKUS``) keeps the entries in a
+temporary database instead of memory (:mod:`bbvisma.spill`). Unchanged products cost no
+Visma.net call (link hash).
 
 What the default mapping sends (``defaults/products.json``; rules are editable data):
 
@@ -155,7 +157,8 @@ class ProductsFlow(Flow):
     # -- source ---------------------------------------------------------------------------------
     def catalog(self) -> ProductCatalog:
         """Every SKU of every outgoing document, folded once per flow instance (the documents
-        stream by; the catalog keeps a slim entry per SKU and builds products on demand)."""
+        stream by; the catalog keeps a slim entry per SKU -- at most ``MEMORY_SKUS`` of them in
+        memory, the rest on disk -- and builds products on demand)."""
         if self._catalog is None:
             catalog = ProductCatalog(
                 base_currency=self.setting("base_currency"),
