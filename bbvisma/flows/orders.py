@@ -11,9 +11,11 @@ cause that names the offending value:
    notes, ``customerRefNo`` of sales orders; default ``BB-<id_by_customer>``), so a lost link or
    a lost create answer never leads to a duplicate. With the setting ``documents_since`` (no
    document of the integration is older), a batch with many receipts to create reads the
-   target's documents created since then once, page by page, into a slim per-run index
-   (reference -> number) that answers these lookups -- a new receipt then costs its create
-   alone; the documents the run creates go into the index too. A lost create answer or an
+   target's documents created since then once, page by page, into a per-run index of their
+   references' hashes (16 bytes a document, :class:`~bbvisma.hashindex.HashIndex`): a miss
+   answers the lookup -- a new receipt then costs its create alone --, a hit is looked up in
+   Visma.net (which gives the number; a hash shared by chance finds nothing and the receipt is
+   created); the documents the run creates go into the index too. A lost create answer or an
    "already exists" refusal is always resolved by a lookup in Visma.net itself, never from
    the index (read before the create). Without the setting, or when the documents since then
    fill more pages than the batch has receipts to create, each receipt is looked up.
@@ -37,14 +39,18 @@ cause that names the offending value:
    value map ``vat_codes``; an unmapped combination parks (``unmapped:vat_codes:S:21``).
 5. **Customer.** The BB debtor whose name is the receipt's counterparty (or the document
    buyer's name); its e-mail is the debtor's, else the buyer contact's, else the buyer's
-   electronic address of scheme EM. A debtor already linked -> that customer, no call; else
-   the customers flow's own rules create or adopt it (:meth:`CustomersFlow.ensure_customer`).
+   electronic address of scheme EM. The debtors are read once per run into a
+   :class:`~bbvisma.flows.debtorindex.DebtorIndex` (name digests and account numbers, 32 bytes
+   a debtor; whole records only of debtors without a customer link). A debtor already linked
+   -> that customer, no call; else the customers flow's own rules create or adopt it
+   (:meth:`CustomersFlow.ensure_customer`).
    A buyer without debtor becomes a customer keyed ``buyer:<e-mail|VAT id|name>``; the default
    debtor (``default_customer_number``) is used when ``use_default_debtor`` is set or no
    customer data exists at all.
 6. **Products.** Every SKU must exist in Visma.net: one paged inventory read per run (lazily,
-   only when something is written), a miss re-checked with one GET; still missing -> created
-   from the line (``missing_sku_policy=create``) or parked (``missing_sku:<SKU>``).
+   only when something is written; kept as hashes, 16 bytes an item), a miss re-checked with
+   one GET; still missing -> created from the line (``missing_sku_policy=create``) or parked
+   (``missing_sku:<SKU>``).
 7. **After the creates of a batch** its documents are read back -- one list read per target
    (documents created since the batch began), a GET for any the list does not show -- and
    Visma.net's totals (amount incl. VAT and net) are compared with the source's; a difference
