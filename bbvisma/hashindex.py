@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 __all__ = ["HashIndex", "text_hash"]
 
@@ -66,7 +66,7 @@ class HashIndex:
         """Add a key while building (unsorted until :meth:`seal`)."""
         if self._sealed:
             raise RuntimeError("HashIndex.append after seal(): use add()")
-        self._pending.append((hash(key), text_hash(value)))
+        self._pending.append(_pack(hash(key), text_hash(value)))
         if len(self._pending) >= RUN:
             self._close_run()
 
@@ -74,7 +74,7 @@ class HashIndex:
         """Merge what :meth:`append` collected; the index can be read from now on."""
         self._close_run()
         runs, self._runs = self._runs, []
-        self._keys, self._values = _merged(zip(keys, values, strict=True) for keys, values in runs)
+        self._keys, self._values = _merged(_packed(keys, values) for keys, values in runs)
         self._sealed = True
         return self
 
@@ -82,9 +82,9 @@ class HashIndex:
         """Add a key to a sealed index (what the run itself created)."""
         self._recent[hash(key)] = text_hash(value)
         if len(self._recent) >= MERGE_EVERY:
-            recent = sorted(self._recent.items())
+            recent = sorted(_pack(k, v) for k, v in self._recent.items())
             self._recent.clear()
-            self._keys, self._values = _merged([zip(self._keys, self._values, strict=True), recent])
+            self._keys, self._values = _merged([_packed(self._keys, self._values), recent])
 
     def __contains__(self, key: str) -> bool:
         return self.value_hash(key) is not None
@@ -107,16 +107,39 @@ class HashIndex:
         if not self._pending:
             return
         self._pending.sort()
-        self._runs.append(
-            (array("q", (k for k, _v in self._pending)), array("q", (v for _k, v in self._pending)))
-        )
+        keys, values = array("q"), array("q")
+        for packed in self._pending:
+            key_hash, value_hash = _unpack(packed)
+            keys.append(key_hash)
+            values.append(value_hash)
+        self._runs.append((keys, values))
         self._pending = []
 
 
-def _merged(runs: Iterable[Iterable[tuple[int, int]]]) -> tuple[array, array]:
-    """Sorted runs of ``(key hash, value hash)`` merged into two arrays, one pair at a time."""
+# A (key hash, value hash) pair travels through the sorts and the merge as ONE int, key hash
+# in the high bits: ints sort like the pairs, and unlike tuples (which Python keeps in a free
+# list once dropped) they are freed when done with.
+_MASK = (1 << 64) - 1
+
+
+def _pack(key_hash: int, value_hash: int) -> int:
+    return (key_hash << 64) | (value_hash & _MASK)
+
+
+def _unpack(packed: int) -> tuple[int, int]:
+    value = packed & _MASK
+    return packed >> 64, value - (1 << 64) if value >> 63 else value
+
+
+def _packed(keys: array, values: array) -> Iterator[int]:
+    return (_pack(k, v) for k, v in zip(keys, values, strict=True))
+
+
+def _merged(runs: Iterable[Iterable[int]]) -> tuple[array, array]:
+    """Sorted runs of packed pairs merged into two arrays, one pair at a time."""
     keys, values = array("q"), array("q")
-    for key_hash, value_hash in heapq.merge(*runs):
+    for packed in heapq.merge(*runs):
+        key_hash, value_hash = _unpack(packed)
         keys.append(key_hash)
         values.append(value_hash)
     return keys, values

@@ -77,6 +77,10 @@ SECRET_KEYS = frozenset(
 _SECRET_KEY_PROBES = tuple(f'"{key}"' for key in sorted(SECRET_KEYS))
 #: payload bodies kept in exchanges are cut to this size (the log keeps what matters)
 MAX_BODY_CHARS = 20_000
+#: lists in response bodies kept in exchanges are cut to this many entries: a list page's
+#: first records show what it was; all of them would make a run's first record carry every
+#: page of master data read while it was handled (and its log line too)
+MAX_LOGGED_ITEMS = 20
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,14 +366,19 @@ def _body_for_log(content: bytes, content_type: str) -> Any:
     return text
 
 
-def _shrink(value: Any, limit: int = 2_000) -> Any:
-    """Keep payloads readable in a log: long strings (base64 files) are cut."""
+def _shrink(value: Any, limit: int = 2_000, items: int | None = None) -> Any:
+    """Keep payloads readable in a log: long strings (base64 files) are cut, and with
+    ``items`` so are long lists (a list page of 500 records), to their first ``items`` and a
+    note of how many more there were."""
     if isinstance(value, str) and len(value) > limit:
         return value[:200] + f"... [{len(value)} characters]"
     if isinstance(value, dict):
-        return {k: _shrink(v, limit) for k, v in value.items()}
+        return {k: _shrink(v, limit, items) for k, v in value.items()}
     if isinstance(value, list):
-        return [_shrink(v, limit) for v in value]
+        kept = [_shrink(v, limit, items) for v in value[:items]]
+        if items is not None and len(value) > items:
+            kept.append(f"... [{len(value) - items} more]")
+        return kept
     return value
 
 
@@ -616,7 +625,10 @@ class Transport:
             self.pacer.after(response)
         exchange.status = response.status_code
         exchange.response_body = self.redactor.redact(
-            _shrink(_body_for_log(response.content, response.headers.get("content-type", "")))
+            _shrink(
+                _body_for_log(response.content, response.headers.get("content-type", "")),
+                items=MAX_LOGGED_ITEMS,
+            )
         )
         exchange.headers = self.redactor.redact_headers(
             {k: v for k, v in response.headers.items() if k.lower() in ("location", "etag")}

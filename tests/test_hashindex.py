@@ -91,3 +91,11 @@ def test_building_an_index_needs_little_beside_the_index_itself():
     # the merge holds the runs and the merged arrays at once (2 x size) plus one run; a sort of
     # all keys at once needed some 80 bytes a key besides
     assert peak < 2.5 * size, (peak, size)
+
+
+def test_a_packed_pair_sorts_like_the_pair_and_unpacks_to_it():
+    extremes = [-(2**63), -1, 0, 1, 2**63 - 1]
+    pairs = [(k, v) for k in extremes for v in extremes]
+    packed = [hashindex._pack(k, v) for k, v in pairs]
+    assert [hashindex._unpack(p) for p in packed] == pairs
+    assert sorted(packed) == [hashindex._pack(k, v) for k, v in sorted(pairs)]

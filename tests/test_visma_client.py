@@ -785,22 +785,3 @@ def test_background_operation_that_never_finishes_is_an_outcome_unknown(fake_clo
     assert err.value.details["background_id"] in sim.background_jobs
     assert "10001" in sim.customers  # it was committed: ensure() would find it
     assert not guard.violations, guard.violations
-
-
-def test_a_read_response_is_freed_without_waiting_for_the_cyclic_garbage_collector(fake_clock):
-    """httpx ties a response and its stream in a cycle; the transport breaks it, so the pages
-    a run reads do not pile up until the next full collection."""
-    import gc
-    import weakref
-
-    http, _seen = _scripted([[{"number": "A"}]], metadata=False)
-    client = make_client(None, fake_clock, http=http)
-    gc.disable()
-    try:
-        response = client.transport.request("GET", "/v1/customer", params={"pageNumber": 1})
-        assert response.json() == [{"number": "A"}]
-        freed = weakref.ref(response)
-        del response
-        assert freed() is None, "the response lives on in a reference cycle"
-    finally:
-        gc.enable()

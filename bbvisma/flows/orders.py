@@ -11,9 +11,11 @@ cause that names the offending value:
    notes, ``customerRefNo`` of sales orders; default ``BB-<id_by_customer>``), so a lost link or
    a lost create answer never leads to a duplicate. With the setting ``documents_since`` (no
    document of the integration is older), a batch with many receipts to create reads the
-   target's documents created since then once, page by page, into a slim per-run index
-   (reference -> number) that answers these lookups -- a new receipt then costs its create
-   alone; the documents the run creates go into the index too. A lost create answer or an
+   target's documents created since then once, page by page, into a per-run index of their
+   references' hashes (16 bytes a document, :class:`~bbvisma.hashindex.HashIndex`): a miss
+   answers the lookup -- a new receipt then costs its create alone --, a hit is looked up in
+   Visma.net (which gives the number; a hash shared by chance finds nothing and the receipt is
+   created); the documents the run creates go into the index too. A lost create answer or an
    "already exists" refusal is always resolved by a lookup in Visma.net itself, never from
    the index (read before the create). Without the setting, or when the documents since then
    fill more pages than the batch has receipts to create, each receipt is looked up.
@@ -37,14 +39,18 @@ cause that names the offending value:
    value map ``vat_codes``; an unmapped combination parks (``unmapped:vat_codes:S:21``).
 5. **Customer.** The BB debtor whose name is the receipt's counterparty (or the document
    buyer's name); its e-mail is the debtor's, else the buyer contact's, else the buyer's
-   electronic address of scheme EM. A debtor already linked -> that customer, no call; else
-   the customers flow's own rules create or adopt it (:meth:`CustomersFlow.ensure_customer`).
+   electronic address of scheme EM. The debtors are read once per run into a
+   :class:`~bbvisma.flows.debtorindex.DebtorIndex` (name digests and account numbers, 32 bytes
+   a debtor; whole records only of debtors without a customer link). A debtor already linked
+   -> that customer, no call; else the customers flow's own rules create or adopt it
+   (:meth:`CustomersFlow.ensure_customer`).
    A buyer without debtor becomes a customer keyed ``buyer:<e-mail|VAT id|name>``; the default
    debtor (``default_customer_number``) is used when ``use_default_debtor`` is set or no
    customer data exists at all.
 6. **Products.** Every SKU must exist in Visma.net: one paged inventory read per run (lazily,
-   only when something is written), a miss re-checked with one GET; still missing -> created
-   from the line (``missing_sku_policy=create``) or parked (``missing_sku:<SKU>``).
+   only when something is written; kept as hashes, 16 bytes an item), a miss re-checked with
+   one GET; still missing -> created from the line (``missing_sku_policy=create``) or parked
+   (``missing_sku:<SKU>``).
 7. **After the creates of a batch** its documents are read back -- one list read per target
    (documents created since the batch began), a GET for any the list does not show -- and
    Visma.net's totals (amount incl. VAT and net) are compared with the source's; a difference
@@ -76,12 +82,14 @@ from bbvisma.buchhaltungsbutler.models import (
 )
 from bbvisma.engine import Action, Flow, FlowContext, RecordResult, SourceItem
 from bbvisma.errors import ApiError, ConfigError, DataError
+from bbvisma.hashindex import HashIndex
 from bbvisma.linkstore import Link
 from bbvisma.mapper import Mapping
 from bbvisma.records import AllowanceCharge, Document, DocumentLine, Party
 from bbvisma.vismanet.client import DEFAULT_PAGE_SIZE
 
 from .customers import CustomersFlow, nested_context
+from .debtorindex import DebtorIndex
 from .defaults import default_mapping
 from .documents import ReceiptDocuments
 
@@ -116,6 +124,8 @@ INVOICE, CREDIT_NOTE, SALES_ORDER = "customer_invoice", "customer_credit_note", 
 #: in which Visma.net reads a date-time filter is not published, and a day more to read is
 #: cheap next to a duplicate
 DOCUMENTS_SINCE_MARGIN = dt.timedelta(days=1)
+#: debtors whose customer links are read in one query while the debtor index is built
+DEBTOR_LINK_CHUNK = 500
 #: the read-back of a batch lists documents from this long before its start: the clocks of
 #: Visma.net's servers (and ours, for a run's first batch) need not agree to the second; a
 #: document the list still misses is read by its GET
@@ -366,13 +376,13 @@ class OrdersFlow(Flow):
     def _start_run(self) -> None:
         """Forget what a run reads lazily, so the next run reads it afresh: the inventory,
         the debtors, the lookup indexes and Visma.net's clock readings."""
-        self._known_items: set[str] | None = None
-        self._debtors: dict[str, list[Debtor]] | None = None
+        self._known_items: HashIndex | None = None
+        self._debtors: DebtorIndex | None = None
         #: set by a batch with many receipts to create (and documents_since): lookups before
         #: creates are answered from per-target indexes, each read on first use
         self._indexing = False
-        #: target -> {lookup key: document number}; None: too long to be worth reading
-        self._indexes: dict[str, dict[Any, str] | None] = {}
+        #: target -> the lookup keys of its documents; None: too long to be worth reading
+        self._indexes: dict[str, HashIndex | None] = {}
         #: receipts to create in the batch that turned indexing on
         self._to_create = 0
         #: target -> the latest creation (sales orders: change) time Visma.net reported for a
@@ -812,12 +822,15 @@ class OrdersFlow(Flow):
         if link is not None and link.meta.get("customer"):
             return str(link.meta["customer"])  # the order was sent: keep its customer
         buyer = document.buyer if document is not None else None
-        debtor = self._debtor_for(receipt, buyer)
-        if debtor is not None:
-            data = debtor.model_dump(mode="json")
+        number = self._debtor_for(receipt, buyer)
+        if number is not None:
+            linked = self._linked_customer(number)
+            if linked is not None:
+                return linked  # the common case: the customers flow synced the debtor
+            data = self._debtor(number).model_dump(mode="json")
             if not data.get("email") and buyer is not None and buyer.email:
                 data["email"] = buyer.email  # debtor e-mail first, then the document's
-            return self._ensure_customer(debtor.postingaccount_number, data)
+            return self._ensure_customer(number, data)
         if buyer is not None and buyer.name:
             key, data = _buyer_customer(buyer)
             return self._ensure_customer(key, data)
@@ -829,10 +842,16 @@ class OrdersFlow(Flow):
             cause="no_customer",
         )
 
-    def _ensure_customer(self, key: str, data: dict[str, Any]) -> str | None:
+    def _linked_customer(self, key: str) -> str | None:
+        """The Visma.net customer the customers flow linked to ``key`` (a debtor's account
+        number, a buyer key), if any."""
         link = self.ctx.links.get(self.customers.entity, key)
-        if link is not None and link.target_key:
-            return link.target_key
+        return link.target_key if link is not None and link.target_key else None
+
+    def _ensure_customer(self, key: str, data: dict[str, Any]) -> str | None:
+        linked = self._linked_customer(key)
+        if linked is not None:
+            return linked
         item = self.customers.item_for(data, key=key)
         try:
             number, action = self.customers.ensure_customer(item)
@@ -845,36 +864,67 @@ class OrdersFlow(Flow):
             return f"(new customer {key})"
         return number
 
-    def _debtor_for(self, receipt: Receipt, buyer: Party | None) -> Debtor | None:
-        """The debtor named like the receipt's counterparty (or the document's buyer)."""
+    def _debtor_for(self, receipt: Receipt, buyer: Party | None) -> str | None:
+        """The account number of the debtor named like the receipt's counterparty (or the
+        document's buyer); several debtors of that name: the one with the buyer's e-mail, else
+        a DataError naming them all."""
         index = self._debtor_index()
         names = [receipt.counterparty]
         if buyer is not None:
             names += [buyer.name, buyer.trading_name]
         for name in names:
-            candidates = index.get(_name_key(name), []) if name else []
+            candidates = index.named(_name_key(name)) if name else []
             if len(candidates) == 1:
-                return candidates[0]
+                return candidates[0].number
             if len(candidates) > 1:
                 email = buyer.email if buyer is not None else None
-                exact = [d for d in candidates if email and d.email == email]
+                exact = [c for c in candidates if c.has_email(email)]
                 if len(exact) == 1:
-                    return exact[0]
+                    return exact[0].number
+                numbers = sorted(c.number for c in candidates)
                 raise DataError(
                     f"receipt {receipt.id_by_customer}: {len(candidates)} debtors are named "
-                    f"{name!r} ({', '.join(d.postingaccount_number for d in candidates)}); "
-                    "the customer is ambiguous",
+                    f"{name!r} ({', '.join(numbers)}); the customer is ambiguous",
                     cause=f"ambiguous_debtor:{name}",
                 )
         return None
 
-    def _debtor_index(self) -> dict[str, list[Debtor]]:
+    def _debtor_index(self) -> DebtorIndex:
+        """The debtors of BuchhaltungsButler by name, read once per run page by page; whole
+        records are kept only of the debtors without a customer link (a customer may have to be
+        created from them), so the index costs 32 bytes a synced debtor."""
         if self._debtors is None:
-            index: dict[str, list[Debtor]] = {}
+            index = DebtorIndex()
+            page: list[Debtor] = []
             for debtor in self.ctx.bb.iter_debtors():
-                index.setdefault(_name_key(debtor.name), []).append(debtor)
-            self._debtors = index
+                page.append(debtor)
+                if len(page) == DEBTOR_LINK_CHUNK:
+                    self._index_debtors(index, page)
+                    page = []
+            self._index_debtors(index, page)
+            self._debtors = index.seal()
         return self._debtors
+
+    def _index_debtors(self, index: DebtorIndex, debtors: list[Debtor]) -> None:
+        links = self.ctx.links.get_many(
+            self.customers.entity, [d.postingaccount_number for d in debtors]
+        )
+        for debtor in debtors:
+            link = links.get(debtor.postingaccount_number)
+            index.append(_name_key(debtor.name), debtor, keep=not (link and link.target_key))
+
+    def _debtor(self, number: str) -> Debtor:
+        """The whole debtor of an account number the index named: kept by the index when it
+        had no customer link; else (its link is gone since) read again from the list."""
+        debtor = self._debtors.record(number) if self._debtors is not None else None
+        if debtor is None:
+            debtor = self.ctx.bb.find_debtor(number)
+        if debtor is None:
+            raise DataError(
+                f"debtor {number} no longer exists in BuchhaltungsButler",
+                cause=f"debtor_gone:{number}",
+            )
+        return debtor
 
     # ========================================================================================
     # Payload shape per target
@@ -929,15 +979,19 @@ class OrdersFlow(Flow):
         find, create = self._target_calls(target, payload, source)
         index = self._lookup_index(target)
         key = self._lookup_key(target, source["external_reference"], source["customer_number"])
-        existing = index.get(key) if index is not None else find()
+        # the index's miss is certain: no call. A hit (a document with this key, or one whose
+        # key shares its hash) is looked up in Visma.net, which gives the number -- or None
+        # for a shared hash, and the document is created
+        known = index is None or (key is not None and key in index)
+        existing = find() if known else None
         if existing is not None:
             return existing, {"target": target, "number": existing, "adopted": True}
         self._ensure_items(source)
         # a lost answer or an "already exists" refusal: looked up again in Visma.net itself
         # (``find``, never the index read before the create), never resent blindly
         number, how = self.create_or_adopt(find, create)
-        if index is not None:
-            index[key] = number
+        if index is not None and key is not None:
+            index.add(key)
         if how == "recovered":
             return number, {"target": target, "number": number, "recovered": True}
         if how == "adopted":
@@ -1009,7 +1063,7 @@ class OrdersFlow(Flow):
                 # ensure_inventory looks the SKU up first (created since the read?) and
                 # creates it only if it is still missing
                 number, _created = visma.ensure_inventory(self._item_payload(line))
-                known.add(number)
+                known.add(str(number))
                 continue
             if visma.find_inventory(item_id) is not None:  # created since the read
                 known.add(item_id)
@@ -1035,11 +1089,16 @@ class OrdersFlow(Flow):
                 cause=f"missing_sku:{missing_skus[0]['item']}",
             )
 
-    def _inventory(self) -> set[str]:
+    def _inventory(self) -> HashIndex:
+        """The item numbers of Visma.net, read once per run page by page (16 bytes an item).
+        A hit is not confirmed: a SKU sharing a 64-bit hash with an item (about one chance in
+        10^9 for 10^5 items) would be sent as it is and refused by Visma.net with the item's
+        name -- an error on the record, never a wrong document."""
         if self._known_items is None:
-            self._known_items = {
-                str(i.get("inventoryNumber")) for i in self.ctx.visma.list_inventory()
-            }
+            index = HashIndex()
+            for item in self.ctx.visma.list_inventory():
+                index.append(str(item.get("inventoryNumber")))
+            self._known_items = index.seal()
         return self._known_items
 
     def _item_payload(self, line: dict) -> dict[str, Any]:
@@ -1065,15 +1124,20 @@ class OrdersFlow(Flow):
 
     # -- documents in Visma.net, per target ---------------------------------------------------
     @staticmethod
-    def _lookup_key(target: str, reference: str | None, customer: str | None) -> Any:
-        """What the lookup before a create matches: the external reference; for a sales
-        order the customer's reference within the customer (as
-        ``find_sales_order_by_customer_ref`` looks). ``None`` without a reference."""
+    def _lookup_key(target: str, reference: str | None, customer: str | None) -> str | None:
+        """What the lookup before a create matches, as one string: the external reference;
+        for a sales order the customer's reference within the customer (as
+        ``find_sales_order_by_customer_ref`` looks), the customer number written with its
+        length first (``"5:10001|BB-7"``) so that no other pair reads the same. ``None``
+        without a reference."""
         if not reference:
             return None
-        return (str(customer), reference) if target == SALES_ORDER else reference
+        if target == SALES_ORDER:
+            customer = str(customer)
+            return f"{len(customer)}:{customer}|{reference}"
+        return reference
 
-    def _document_key(self, target: str, document: dict) -> Any:
+    def _document_key(self, target: str, document: dict) -> str | None:
         if target == SALES_ORDER:
             customer = (document.get("customer") or {}).get("number")
             return self._lookup_key(target, document.get("customerRefNo"), customer)
@@ -1110,10 +1174,15 @@ class OrdersFlow(Flow):
             return visma.get_customer_invoice(number)
         return visma.get_customer_credit_note(number)
 
-    def _lookup_index(self, target: str) -> dict[Any, str] | None:
-        """The run's index of ``target`` documents (lookup key -> number), read on first use
-        from the documents created since ``documents_since``; ``None``: look up per receipt
-        (no batch with enough receipts to create, or no ``documents_since``).
+    def _lookup_index(self, target: str) -> HashIndex | None:
+        """The run's index of the lookup keys of ``target`` documents, read on first use from
+        the documents created since ``documents_since``; ``None``: look up per receipt (no
+        batch with enough receipts to create, or no ``documents_since``).
+
+        A :class:`~bbvisma.hashindex.HashIndex` (16 bytes a document, so the run's memory does
+        not grow with the documents since then nor with those it creates): a miss is certain
+        -- the document is not in Visma.net --, a hit is looked up in Visma.net (which gives
+        the number), see :meth:`create`.
 
         Unlike master data, the documents since ``documents_since`` grow with the years: a
         list longer in pages than the batch has receipts to create (its first page's metadata
@@ -1122,7 +1191,7 @@ class OrdersFlow(Flow):
             return None
         if target in self._indexes:
             return self._indexes[target]
-        index: dict[Any, str] | None = {}
+        index: HashIndex | None = HashIndex()
         since = self.documents_since - DOCUMENTS_SINCE_MARGIN
         for position, document in enumerate(self._documents(target, since)):
             pages = _pages(document) if position == 0 else 0
@@ -1138,11 +1207,10 @@ class OrdersFlow(Flow):
                 index = None
                 break
             key = self._document_key(target, document)
-            number = self._number_of(target, document)
-            if key is not None and number:
-                index.setdefault(key, number)
-        self._indexes[target] = index
-        return index
+            if key is not None:
+                index.append(key)
+        self._indexes[target] = index.seal() if index is not None else None
+        return self._indexes[target]
 
     # -- after the writes of a batch ----------------------------------------------------------
     def check_batch(self, written: list[tuple[SourceItem, RecordResult]]) -> dict[str, Exception]:
