@@ -117,7 +117,7 @@ class HashIndex:
 
 
 # A (key hash, value hash) pair travels through the sorts and the merge as ONE int, key hash
-# in the high bits: ints sort like the pairs, and unlike tuples (which Python keeps in a free
+# in the high bits: ints sort by key hash, and unlike tuples (which Python keeps in a free
 # list once dropped) they are freed when done with.
 _MASK = (1 << 64) - 1
 
