@@ -286,13 +286,11 @@ class LockStep:
         return current == me or current in self._done or current in self._aside
 
 
-class GatedLinks(LinkStore):
-    """The rig's link store, whose :meth:`guard` steps aside from the :class:`LockStep` while
-    it waits (the guard's holder needs the turns to finish and release it)."""
+class WrappedLinks(LinkStore):
+    """A link store that hands every call to the store it wraps; subclasses change one."""
 
-    def __init__(self, links: LinkStore, gate: LockStep):
+    def __init__(self, links: LinkStore):
         self.links = links
-        self.gate = gate
 
     def get(self, entity: str, source_key: str) -> Link | None:
         return self.links.get(entity, source_key)
@@ -306,6 +304,18 @@ class GatedLinks(LinkStore):
     def find_by_target(self, entity: str, target_key: str) -> Link | None:
         return self.links.find_by_target(entity, target_key)
 
+    def guard(self, entity: str, source_key: str) -> contextlib.AbstractContextManager:
+        return self.links.guard(entity, source_key)
+
+
+class GatedLinks(WrappedLinks):
+    """The rig's link store, whose :meth:`guard` steps aside from the :class:`LockStep` while
+    it waits (the guard's holder needs the turns to finish and release it)."""
+
+    def __init__(self, links: LinkStore, gate: LockStep):
+        super().__init__(links)
+        self.gate = gate
+
     @contextlib.contextmanager
     def guard(self, entity: str, source_key: str) -> Iterator[None]:
         with contextlib.ExitStack() as held:
@@ -317,7 +327,7 @@ class GatedLinks(LinkStore):
 # --------------------------------------------------------------------------------------------
 # Cases
 # --------------------------------------------------------------------------------------------
-class CrashableLinks(LinkStore):
+class CrashableLinks(WrappedLinks):
     """The rig's link store as PostgreSQL keeps it for the Odoo layer: a put with
     ``durable=False`` is visible at once but reaches the disk only with the next synchronous
     commit -- a durable put, or the commit that ends a batch (:meth:`flush`, called by the
@@ -325,21 +335,9 @@ class CrashableLinks(LinkStore):
     would."""
 
     def __init__(self, links: MemoryLinkStore):
-        self.links = links
+        super().__init__(links)
         #: ``(entity, source key, link before the put)`` of the puts not on disk yet
         self._unflushed: list[tuple[str, str, Link | None]] = []
-
-    def get(self, entity: str, source_key: str) -> Link | None:
-        return self.links.get(entity, source_key)
-
-    def get_many(self, entity: str, source_keys: Iterable[str]) -> dict[str, Link]:
-        return self.links.get_many(entity, source_keys)
-
-    def find_by_target(self, entity: str, target_key: str) -> Link | None:
-        return self.links.find_by_target(entity, target_key)
-
-    def guard(self, entity: str, source_key: str) -> contextlib.AbstractContextManager:
-        return self.links.guard(entity, source_key)
 
     def put(self, entity, source_key, target_key, content_hash, meta=None, *, durable=True) -> Link:
         before = self.links.get(entity, source_key)
