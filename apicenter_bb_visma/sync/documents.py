@@ -12,8 +12,9 @@ sees what other runs committed meanwhile.
 Unlike a link, a stored document is a cache: losing the last ones in a crash of PostgreSQL
 itself costs reading their files again, never a duplicate. So its commit does not wait for the
 WAL flush (``synchronous_commit`` off for that transaction alone, sent with the INSERT): the
-commit is still atomic and visible to every other run at once, and a record's written link,
-committed next, flushes it to disk with its own WAL flush (the WAL is written in order).
+commit is still atomic and visible to every other run at once, and the next synchronous commit
+-- at the latest the sink's at the end of the batch -- takes it to disk (the WAL is written in
+order).
 
 ``put`` is one ``INSERT ... ON CONFLICT DO UPDATE`` on the (integration, receipt) constraint, so
 two flows that read the same receipt at the same moment store one row, and neither fails.
@@ -23,18 +24,17 @@ from psycopg2.extras import Json
 
 from bbvisma.linkstore import DocumentCache
 
+from .linkstore import RunCursorStore
 
-class OdooDocumentCache(DocumentCache):
+
+class OdooDocumentCache(RunCursorStore, DocumentCache):
     """Parsed documents of one integration. ``env`` is the environment of the run's own
     cursor; ``commit`` makes a put durable (the sink's commit). ``hits``/``misses``/``puts``
     count what a run did (the run's log and the tests read them)."""
 
     def __init__(self, env, integration_id, commit=None):
-        self.env = env
-        self.integration_id = integration_id
-        self._commit = commit or (lambda: None)
+        super().__init__(env, integration_id, commit)
         self.hits = self.misses = self.puts = 0
-        self._company_id = None
 
     def get(self, receipt_key, modified):
         self.env.cr.execute(
@@ -54,9 +54,6 @@ class OdooDocumentCache(DocumentCache):
     def put(self, receipt_key, modified, document):
         self.puts += 1
         cr = self.env.cr
-        if self._company_id is None:  # every commit empties the cache: read it once per run
-            integration = self.env["apicenter.integration"].browse(self.integration_id)
-            self._company_id = integration.company_id.id
         cr.execute(
             """
             SET LOCAL synchronous_commit TO OFF;
@@ -75,7 +72,7 @@ class OdooDocumentCache(DocumentCache):
             """,
             {
                 "integration": self.integration_id,
-                "company": self._company_id,
+                "company": self._company(),
                 "receipt": str(receipt_key),
                 "fingerprint": str(modified),
                 "document": Json(document),

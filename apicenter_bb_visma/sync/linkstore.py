@@ -58,16 +58,33 @@ _COLUMNS = "entity, source_key, target_key, content_hash, last_sync, meta"
 _UNREAD = object()
 
 
-class OdooLinkStore(LinkStore):
-    """Links of one integration. ``env`` is the environment of the run's own cursor;
-    ``commit`` makes a put durable (the sink's commit; a no-op is fine in tests)."""
+class RunCursorStore:
+    """What the link store and the document cache share: the run cursor's environment, the
+    integration, and the commit that makes a put last (the sink's; a no-op is fine in
+    tests)."""
 
     def __init__(self, env, integration_id, commit=None):
         self.env = env
         self.integration_id = integration_id
         self._commit = commit or (lambda: None)
-        self.queries = 0
         self._company_id = None
+
+    def _company(self):
+        """The integration's company (stored on every row), read once per store: every commit
+        empties the ORM cache, which would read it again per put."""
+        if self._company_id is None:
+            integration = self.env["apicenter.integration"].browse(self.integration_id)
+            self._company_id = integration.company_id.id
+        return self._company_id
+
+
+class OdooLinkStore(RunCursorStore, LinkStore):
+    """Links of one integration. ``env`` is the environment of the run's own cursor;
+    ``commit`` makes a put durable (the sink's commit; a no-op is fine in tests)."""
+
+    def __init__(self, env, integration_id, commit=None):
+        super().__init__(env, integration_id, commit)
+        self.queries = 0
         self._read_committed = None
         #: ``{(entity, source key): link or None}``: read by :meth:`guard` with its lock, for
         #: the first :meth:`get` of that record under it (the engine's re-read)
@@ -149,14 +166,6 @@ class OdooLinkStore(LinkStore):
         links.invalidate_model(flush=False)
         self._commit()
         return _link(row)
-
-    def _company(self):
-        """The integration's company (the link's stored related field), read once per store:
-        every commit empties the ORM cache, which would read it again per put."""
-        if self._company_id is None:
-            integration = self.env["apicenter.integration"].browse(self.integration_id)
-            self._company_id = integration.company_id.id
-        return self._company_id
 
     # -- the per-record guard -----------------------------------------------------------------
     @contextlib.contextmanager
