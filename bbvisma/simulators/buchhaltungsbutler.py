@@ -160,27 +160,25 @@ class Company:
     last_batch: float | None = None
     #: the debtors' numbers and the receipts' ids in list order, kept between list calls (a
     #: list call costs what it lists, as a server's index makes it, not a sort of every row)
-    _debtor_order: list[str] | None = field(default=None, repr=False)
-    _receipt_order: list[int] | None = field(default=None, repr=False)
-
-    def add_debtor(self, record: dict[str, Any]) -> None:
-        """Store a debtor (new or replaced) under its posting account number."""
-        number = record["postingaccount_number"]
-        if number not in self.debtors:
-            self._debtor_order = None
-        self.debtors[number] = record
+    _debtor_order: list[str] = field(default_factory=list, repr=False)
+    _receipt_order: list[int] = field(default_factory=list, repr=False)
 
     def debtor_order(self) -> list[str]:
         """The debtors' numbers in the order /settings/get/debtors lists them."""
-        if self._debtor_order is None or len(self._debtor_order) != len(self.debtors):
-            self._debtor_order = sorted(self.debtors, key=int)
+        self._debtor_order = _in_order(self.debtors, self._debtor_order, key=int)
         return self._debtor_order
 
     def receipt_order(self) -> list[int]:
         """The receipts' ids in ascending order (how /receipts/get reads them)."""
-        if self._receipt_order is None or len(self._receipt_order) != len(self.receipts):
-            self._receipt_order = sorted(self.receipts)
+        self._receipt_order = _in_order(self.receipts, self._receipt_order)
         return self._receipt_order
+
+
+def _in_order(rows: dict, order: list, key: Any = None) -> list:
+    """``rows``' keys sorted: ``order`` again while it still holds as many keys -- a
+    company's debtors and receipts are only ever added (a deleted receipt is flagged), and a
+    key never changes."""
+    return order if len(order) == len(rows) else sorted(rows, key=key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +310,7 @@ class BBSimulator(SimulatorBase):
                 for debtor in spec.get("debtors", []):
                     record = self._stamp(dict(debtor), loaded_at)
                     record["postingaccount_number"] = str(record["postingaccount_number"])
-                    company.add_debtor(record)
+                    company.debtors[record["postingaccount_number"]] = record
                 for receipt in spec.get("receipts", []):
                     record = self._stamp(dict(receipt), loaded_at)
                     company.receipts[int(record["id_by_customer"])] = record
@@ -406,7 +404,7 @@ class BBSimulator(SimulatorBase):
             for debtor in debtors:
                 record = self._stamp(dict(debtor), loaded_at)
                 record["postingaccount_number"] = str(record["postingaccount_number"])
-                company.add_debtor(record)
+                company.debtors[record["postingaccount_number"]] = record
                 added += 1
             for receipt in receipts:
                 record = self._stamp(dict(receipt), loaded_at)
@@ -690,7 +688,7 @@ class BBSimulator(SimulatorBase):
             used = [int(n) for n in company.debtors] or [DEBTOR_ACCOUNT_RANGE[0]]
             number = str(max(max(used) + 1, DEBTOR_ACCOUNT_RANGE[0] + 1))
         record = {"postingaccount_number": number, **clean, "_modified": self.clock.now()}
-        company.add_debtor(record)
+        company.debtors[number] = record
         return record
 
     def _add_debtor(self, company: Company, body: dict, _request: SimRequest) -> SimResponse:
